@@ -1,0 +1,22 @@
+"""perturbed_layers: differentiable perturbed optimizers and Fenchel–Young losses.
+
+Conventions: `theta` are scores to maximise, `costs` are costs to minimise; leading
+axes are a batch of independent instances.
+"""
+
+from . import solvers as solvers
+from ._layers import (
+    PerturbedArgmax as PerturbedArgmax,
+    PerturbedRanking as PerturbedRanking,
+    PerturbedTopK as PerturbedTopK,
+)
+from ._losses import FenchelYoungLoss as FenchelYoungLoss
+from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun
+from ._noise import AbstractNoise as AbstractNoise, Gumbel as Gumbel, Normal as Normal
+from ._perturbed import (
+    AbstractPerturbed as AbstractPerturbed,
+    Perturbed as Perturbed,
+    perturbed as perturbed,
+)
+
+__version__ = "0.1.0"
