@@ -1,12 +1,13 @@
 """Type aliases shared across the package."""
 
+from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 Perturbation: TypeAlias = Literal["additive", "multiplicative"]
 Objective: TypeAlias = Literal["max", "min"] | None
-Shape: TypeAlias = tuple[int, ...]
+Shape: TypeAlias = Sequence[int]
 Key: TypeAlias = PRNGKeyArray
 Output: TypeAlias = PyTree[Array]
 DType: TypeAlias = Any

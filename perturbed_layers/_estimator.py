@@ -19,6 +19,7 @@ import functools as ft
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -109,7 +110,11 @@ def _add_trees(a: Any, b: Any) -> Any:
 
 
 @jax.custom_jvp
-def _first_order_only(residuals: Any) -> Any:
+def _first_order_only(theta: Array, residuals: Any) -> Any:
+    # The residuals of a custom VJP, tied to θ: differentiating them in θ (a second
+    # derivative) calls the rule below. Through θ explicitly, because the solver's
+    # outputs often carry a symbolic-zero tangent (argmax) that would skip the rule.
+    del theta
     return residuals
 
 
@@ -129,16 +134,14 @@ def _first_order_only_jvp(primals, tangents):
 
 
 @ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def perturbed_mean(spec: Spec, theta: Float[Array, "B *event"], key: Key) -> Any:
+def perturbed_mean(spec: Spec, theta: Float[Array, "B ..."], key: Key) -> Any:
     """y_ε(θ) = E[solve(θ_m)] for a batch θ of shape (B, *event)."""
     return _mean_fwd(spec, theta, key)[0]
 
 
 def _mean_fwd(spec: Spec, theta: Array, key: Key):
     keys = jax.random.split(key, spec.num_samples)
-    out_dtypes = jtu.tree_map(
-        lambda s: s.dtype, jax.eval_shape(spec.solve, theta[0])
-    )
+    out_dtypes = jtu.tree_map(lambda s: s.dtype, jax.eval_shape(spec.solve, theta[0]))
     if spec.chunk_size is None:
         # Keep the samples for the backward pass: M solver calls in all.
         z = _draw(spec, keys, theta)
@@ -159,7 +162,7 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
         ybar = jtu.tree_map(lambda t: t / spec.num_samples, total)
         saved = None
     out = jtu.tree_map(lambda y, d: y.astype(d), ybar, out_dtypes)
-    residuals = _first_order_only((theta, ybar, saved))
+    residuals = _first_order_only(theta, (theta, ybar, saved))
     return out, (residuals, keys)
 
 
@@ -214,6 +217,12 @@ def _mean_bwd(spec: Spec, res, g):
     if spec.multiplicative:
         # θ_m = exp(log θ + σZ − σ²/2): the score lives in log-space, dlogθ/dθ = 1/θ.
         grad = grad / theta.astype(grad.dtype)
+        grad = eqx.error_if(
+            grad,
+            theta == 0,
+            "perturbation='multiplicative' has no gradient where theta == 0: its "
+            "Jacobian J = E[y* Zᵀ]/(σθ) needs nonzero theta (costs).",
+        )
     return grad.astype(theta.dtype), None
 
 
@@ -225,7 +234,7 @@ perturbed_mean.defvjp(_mean_fwd, _mean_bwd)
 
 @ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def perturbed_objective(
-    spec: Spec, theta: Float[Array, "B *event"], key: Key
+    spec: Spec, theta: Float[Array, "B ..."], key: Key
 ) -> Float[Array, " B"]:
     """F_ε(θ) = E[⟨solve(θ_m), θ_m⟩] per instance, for a linear-objective solver."""
     return _objective_fwd(spec, theta, key)[0]
@@ -249,7 +258,7 @@ def _objective_fwd(spec: Spec, theta: Array, key: Key):
     init = (jnp.zeros(theta.shape[:1], cdtype), jnp.zeros(theta.shape, cdtype))
     value, slope = _fold_chunks(keys, spec.chunk_size, body, init)
     value = value / spec.num_samples
-    slope = _first_order_only(slope / spec.num_samples)
+    slope = _first_order_only(theta, slope / spec.num_samples)
     return value.astype(theta.dtype), slope
 
 

@@ -91,7 +91,7 @@ class FenchelYoungLoss(eqx.Module):
                 "FenchelYoungLoss needs a PRNG key: call it as loss(theta, y_true, key=key)"
             )
         flat, batch = self.layer.split_batch(theta)
-        value = perturbed_objective(self.layer.spec(), flat, key).reshape(batch)
+        value = jnp.reshape(perturbed_objective(self.layer.spec(), flat, key), batch)
         axes: Any = tuple(range(len(batch), theta.ndim))
         linear = jnp.sum(theta * y_true.astype(theta.dtype), axis=axes)
         if self.layer.objective == "max":

@@ -13,6 +13,8 @@ from jaxtyping import PyTree
 from ._custom_types import Key
 from ._noise import Gumbel, as_noise
 
+_DEFAULT_NOISE = Gumbel()  # optax's default, shared like theirs
+
 
 def _magicbox(x):
     return jnp.exp(x - jax.lax.stop_gradient(x))
@@ -22,7 +24,7 @@ def make_perturbed_fun(
     fun: Callable[[PyTree], PyTree],
     num_samples: int = 1000,
     sigma: Any = 0.1,
-    noise: Any = Gumbel(),
+    noise: Any = _DEFAULT_NOISE,
     use_baseline: bool = True,
     *,
     chunk_size: int | None = None,
@@ -71,14 +73,18 @@ def make_perturbed_fun(
         raise TypeError(f"num_samples must be a positive int, got {num_samples!r}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if isinstance(sigma, numbers.Real) and not (math.isfinite(sigma) and sigma > 0):
+    if isinstance(sigma, numbers.Real) and not (
+        math.isfinite(sigma) and float(sigma) > 0
+    ):
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, numbers.Integral)
         or chunk_size < 1
     ):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        raise ValueError(
+            f"chunk_size must be a positive int or None, got {chunk_size!r}"
+        )
     noise_ = as_noise(noise)
 
     def one_sample(key: Key, x: PyTree, baseline: PyTree) -> PyTree:

@@ -1,0 +1,70 @@
+"""Closed-form oracles and the configured layers the tests parametrise over."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import perturbed_layers as pl
+
+EULER_GAMMA = 0.5772156649015329
+
+# The TensorFlow README's two rows (Gumbel, sigma = 0.5) and their softmax(theta/sigma).
+TF_THETA = np.array([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
+TF_SOFTMAX = np.array(
+    [
+        [0.00549, 0.81522, 0.01222, 0.16459, 0.00247],
+        [0.00668, 0.16386, 0.01486, 0.81160, 0.00300],
+    ]
+)
+
+
+def softmax_jacobian(theta, sigma):
+    """Jacobian of softmax(theta/sigma) per row: (diag s - s s^T) / sigma."""
+    s = jax.nn.softmax(theta / sigma, axis=-1)
+    eye = jnp.eye(theta.shape[-1])
+    return (s[..., :, None] * eye - s[..., :, None] * s[..., None, :]) / sigma
+
+
+def gumbel_max_value(theta, sigma):
+    """F_eps(theta) = E[max(theta + sigma Z)] = sigma logsumexp(theta/sigma) + sigma gamma."""
+    return sigma * jax.nn.logsumexp(theta / sigma, axis=-1) + sigma * EULER_GAMMA
+
+
+def normal_cdf(x):
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def plackett_luce_topk_marginals(weights, k):
+    """P(i in top-k) when drawing k items without replacement with prob. ∝ weights."""
+    n = len(weights)
+    marg = np.zeros(n)
+    for seq in itertools.permutations(range(n), k):
+        p, left = 1.0, 1.0
+        for i in seq:
+            p *= weights[i] / left
+            left -= weights[i]
+        for i in seq:
+            marg[i] += p
+    return marg
+
+
+def rel_error(estimate, exact):
+    return float(jnp.linalg.norm(estimate - exact) / jnp.linalg.norm(exact))
+
+
+# Layers of the three core families, configured alike, for parametrised tests.
+def core_layers(num_samples=1000, sigma=0.5, **kwargs):
+    return [
+        pl.PerturbedArgmax(
+            num_samples=num_samples, sigma=sigma, noise=pl.Gumbel(), **kwargs
+        ),
+        pl.PerturbedRanking(
+            num_samples=num_samples, sigma=sigma, noise=pl.Normal(), **kwargs
+        ),
+        pl.PerturbedTopK(
+            2, num_samples=num_samples, sigma=sigma, noise=pl.Gumbel(), **kwargs
+        ),
+    ]
