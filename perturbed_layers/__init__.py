@@ -18,5 +18,9 @@ from ._perturbed import (
     Perturbed as Perturbed,
     perturbed as perturbed,
 )
+from ._shortest_path_layers import (
+    PerturbedGraphShortestPath as PerturbedGraphShortestPath,
+    PerturbedShortestPath as PerturbedShortestPath,
+)
 
 __version__ = "0.1.0"

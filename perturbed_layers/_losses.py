@@ -19,8 +19,9 @@ class FenchelYoungLoss(eqx.Module):
         L_ε(θ; y) = F_ε(θ) − ⟨θ, y⟩,   F_ε(θ) = E[max_{y'∈C} ⟨y', θ + σZ⟩],
 
     whose gradient is ∇_θ L = y_ε(θ) − y. The constant Ω_ε(y) of the full loss is
-    omitted: it does not depend on θ, so L is off by a per-example constant and can be
-    negative. For a minimising layer (θ costs c), L = ⟨c, y⟩ − E[min ⟨y', c + σZ⟩] and
+    omitted: it does not depend on θ, so L is off by a per-example constant. For a
+    feasible y and zero-mean noise (Normal, or the multiplicative form) L ≥ 0; Gumbel
+    noise has mean γ, which shifts the bound by ±σγ·Σy. For a minimising layer (θ costs c), L = ⟨c, y⟩ − E[min ⟨y', c + σZ⟩] and
     ∇_c L = y − y_ε(c). With multiplicative perturbation F_ε(θ) = E[max ⟨y', θ̃⟩],
     θ̃ = θ ⊙ exp(σZ − σ²/2), and the gradient is E[y*(θ̃) ⊙ exp(σZ − σ²/2)] − y.
 
