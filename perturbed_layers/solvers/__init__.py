@@ -4,5 +4,13 @@ Conventions: `theta` are scores to maximise, `costs` are costs to minimise.
 """
 
 from ._argmax import argmax_one_hot as argmax_one_hot
+from ._grid_shortest_path import grid_shortest_path as grid_shortest_path
+from ._pyepo_grid import (
+    arc_indicator as arc_indicator,
+    arc_weights as arc_weights,
+    pyepo_grid_arcs as pyepo_grid_arcs,
+    pyepo_shortest_path as pyepo_shortest_path,
+)
 from ._ranking import ranks as ranks
+from ._shortest_path import shortest_path as shortest_path
 from ._topk import top_k_mask as top_k_mask

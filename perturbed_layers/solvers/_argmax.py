@@ -23,4 +23,6 @@ def argmax_one_hot(theta: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
     argmax_one_hot(jnp.array([0.1, 2.0, -1.0]))  # [0., 1., 0.]
     ```
     """
-    return jax.nn.one_hot(jnp.argmax(theta, axis=-1), theta.shape[-1], dtype=theta.dtype)
+    return jax.nn.one_hot(
+        jnp.argmax(theta, axis=-1), theta.shape[-1], dtype=theta.dtype
+    )

@@ -27,6 +27,8 @@ def top_k_mask(theta: Float[Array, "*batch n"], k: int) -> Float[Array, "*batch 
     """
     n = theta.shape[-1]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int with 1 <= k <= {n} (theta.shape[-1]), got {k!r}")
+        raise ValueError(
+            f"k must be an int with 1 <= k <= {n} (theta.shape[-1]), got {k!r}"
+        )
     _, idx = jax.lax.top_k(theta, k)
     return jnp.sum(jax.nn.one_hot(idx, n, dtype=theta.dtype), axis=-2)
