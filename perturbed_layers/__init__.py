@@ -5,6 +5,11 @@ axes are a batch of independent instances.
 """
 
 from . import solvers as solvers
+from ._host import HostSolver as HostSolver, host_solver as host_solver
+from ._host_examples import (
+    scipy_grid_shortest_path as scipy_grid_shortest_path,
+    scipy_linear_sum_assignment as scipy_linear_sum_assignment,
+)
 from ._layers import (
     PerturbedArgmax as PerturbedArgmax,
     PerturbedRanking as PerturbedRanking,
