@@ -23,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
 from ._custom_types import Key, Objective
@@ -40,6 +41,7 @@ class Spec(NamedTuple):
     chunk_size: int | None
     objective: Objective  # "max"/"min": solve maximises/minimises <y, theta>
     shift_invariant: bool  # solve(theta + c) == solve(theta) for a constant c
+    sample_axis: str | None = None  # mesh axis the samples are split over
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -53,7 +55,15 @@ def _compute_dtype(dtype: Any) -> Any:
 def _draw(spec: Spec, keys: Key, theta: Array) -> Array:
     """Noise of shape (K, B, *event), sample k drawn from keys[k] alone."""
     dtype = _compute_dtype(theta.dtype)
-    return jax.vmap(lambda k: spec.noise.sample(k, theta.shape, dtype))(keys)
+    z = jax.vmap(lambda k: spec.noise.sample(k, theta.shape, dtype))(keys)
+    if spec.sample_axis is not None:
+        # Split the samples over a mesh axis; the means over them then reduce with one
+        # all-reduce, and the other axes keep whatever sharding θ has.
+        free = P.UNCONSTRAINED
+        z = jax.lax.with_sharding_constraint(
+            z, P(spec.sample_axis, *(free,) * (z.ndim - 1))
+        )
+    return z
 
 
 def _perturb(spec: Spec, theta: Array, z: Array) -> Array:

@@ -57,6 +57,7 @@ class AbstractPerturbed(eqx.Module):
         default="additive", static=True, kw_only=True
     )
     chunk_size: int | None = eqx.field(default=None, static=True, kw_only=True)
+    sample_axis: str | None = eqx.field(default=None, static=True, kw_only=True)
     inference: bool = eqx.field(default=False, kw_only=True)
 
     event_ndim: eqx.AbstractVar[int]
@@ -87,6 +88,11 @@ class AbstractPerturbed(eqx.Module):
             )
         if self.chunk_size is not None:
             _check_positive_int("chunk_size", self.chunk_size)
+        if self.sample_axis is not None and not isinstance(self.sample_axis, str):
+            raise TypeError(
+                f"sample_axis must be a mesh axis name (str) or None, got "
+                f"{self.sample_axis!r}"
+            )
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective must be one of {OBJECTIVES}, got {self.objective!r}"
@@ -107,6 +113,7 @@ class AbstractPerturbed(eqx.Module):
             chunk_size=self.chunk_size,
             objective=self.objective,
             shift_invariant=self.shift_invariant,
+            sample_axis=self.sample_axis,
         )
 
     def split_batch(self, theta: Any, name: str = "theta") -> tuple[Array, tuple]:
@@ -177,6 +184,11 @@ class Perturbed(AbstractPerturbed):
         (θ ⊙ exp(σZ − σ²/2), with `noise=pl.Normal()`; keeps positive costs positive).
     - `chunk_size`: process the M samples K at a time (bounded memory); `None` for
         all at once. The result does not depend on it, up to float summation order.
+    - `sample_axis`: the name of a mesh axis to split the M samples over (sample
+        parallelism): inside `jax.jit` under `jax.set_mesh(mesh)` with a mesh of
+        `AxisType.Auto` axes, the noise is sharded over that axis and the estimate is
+        reduced with one collective. Same key, same result as on one device. `None`
+        (default): no constraint; a batch sharded over devices stays sharded anyway.
     - `event_ndim`: how many trailing axes make one instance (default 1).
     - `objective`: `"max"` if `fn(θ)` maximises ⟨y, θ⟩ over a fixed set, `"min"` if it
         minimises it, `None` (default) for any function. Declaring it enables
