@@ -22,11 +22,28 @@ per sample, after compilation and a warm-up:
   `scipy_grid_shortest_path`).
 - `host_solver`: `scipy c` as a `host_solver` inside `jax.jit`/`vmap`.
 
-Before timing, every instance's path cost is checked against SciPy's optimum. Results:
-a Markdown table on stdout, JSON in bench/results/shortest_path-<date>[-quick].json.
+Before timing, every instance's path cost is checked against SciPy's optimum.
+
+A second section times the layer, not the solver: forward + Fenchel–Young gradient of
+`pl.PerturbedShortestPath` on 12×12 grids, 8-connectivity, a batch of 32, M = 10,
+Normal noise σ = 0.5, both multiplicative (on the costs) and additive (on the costs
++ 3, which keeps every perturbed cost positive: the smallest, 3.4, is 6.8 σ away
+from 0). The costs are Warcraft terrain costs, each scaled by a random factor in
+[0.5, 2]; the targets are the shortest paths of the unscaled ones. Contenders, timed interleaved, one call per sample, median over 20
+calls after compilation:
+
+- `FY value_and_grad`: `jax.jit(jax.value_and_grad(mean FY loss))` in the costs.
+- `layer fwd+VJP`: `jax.jit` of `jax.vjp(layer)` and its pullback of a cotangent
+  (the Jacobian estimator: what a loss on y_ε(costs) costs to differentiate).
+- `solver alone`: `jax.jit(grid_shortest_path)` on the 10 × 32 perturbed instances,
+  for scale.
+
+Results: Markdown tables on stdout, JSON in
+bench/results/shortest_path-<date>[-quick].json (the layer section under
+"layer_fy").
 
 Usage: python bench/shortest_path.py [--quick] [--repeats N] [--sizes 12,18,24,30]
-       [--terrain patches|iid]
+       [--terrain patches|iid] [--layer-only]
 """
 
 import argparse
@@ -38,11 +55,13 @@ import _common as C
 C.setup_path()
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402
 from scipy.ndimage import uniform_filter  # noqa: E402
 from scipy.sparse.csgraph import dijkstra  # noqa: E402
 
+import perturbed_layers as pl  # noqa: E402
 from perturbed_layers._host_examples import (  # noqa: E402
     _GridDijkstra,
     scipy_grid_shortest_path,
@@ -55,6 +74,7 @@ TERRAIN_SHARES = np.array([0.35, 0.25, 0.15, 0.15, 0.10])
 KING_MOVES = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)]
 BATCH, SAMPLES = 32, 10
 SEED = 0
+LAYER_SIDE, LAYER_SIGMA, LAYER_OFFSET = 12, 0.5, 3.0
 
 
 def make_costs(rng: np.random.Generator, n: int, side: int, terrain: str) -> np.ndarray:
@@ -124,6 +144,109 @@ def optimum(c: np.ndarray) -> float:
     return float(dist[-1] + c[0, 0])
 
 
+# ------------------------------------------------- the layer: forward + FY gradient
+
+
+def bench_layer(
+    rng: np.random.Generator, terrain: str, repeats: int
+) -> tuple[dict, str]:
+    """Forward + FY-gradient time of PerturbedShortestPath (module docstring)."""
+    side = LAYER_SIDE
+    true_costs = jax.device_put(make_costs(rng, BATCH, side, terrain))
+    y_true = jax.jit(grid_shortest_path)(true_costs)
+    # Predicted costs: the true ones, each cell scaled by a random factor in [0.5, 2].
+    costs = jax.device_put(
+        true_costs * np.exp2(rng.uniform(-1, 1, true_costs.shape)).astype(np.float32)
+    )
+    key = jax.random.key(SEED)
+    cotangent = jax.device_put(rng.normal(size=costs.shape).astype(np.float32))
+    solver = jax.jit(grid_shortest_path)
+    results, rows = {}, []
+    for perturbation, offset in (("multiplicative", 0.0), ("additive", LAYER_OFFSET)):
+        layer = pl.PerturbedShortestPath(
+            num_samples=SAMPLES,
+            sigma=LAYER_SIGMA,
+            noise=pl.Normal(),
+            perturbation=perturbation,
+            connectivity=8,
+        )
+        loss = pl.FenchelYoungLoss(layer)
+        theta = costs + offset
+
+        def fy_value_and_grad(c, y, loss=loss):
+            return jax.value_and_grad(lambda c: loss(c, y, key=key).mean())(c)
+
+        def layer_forward_vjp(c, g, layer=layer):
+            y, pullback = jax.vjp(lambda c: layer(c, key=key), c)
+            return y, pullback(g)[0]
+
+        fy, fy_compile_s, fy_memory = C.compile_aot(fy_value_and_grad, theta, y_true)
+        vjp, vjp_compile_s, vjp_memory = C.compile_aot(
+            layer_forward_vjp, theta, cotangent
+        )
+        # The same perturbed instances as the layer solves, for the solver's time.
+        if perturbation == "multiplicative":
+            z = jax.random.normal(key, (SAMPLES, *theta.shape))
+            perturbed = theta * jnp.exp(LAYER_SIGMA * z - LAYER_SIGMA**2 / 2)
+        else:
+            perturbed = theta + LAYER_SIGMA * jax.random.normal(
+                key, (SAMPLES, *theta.shape)
+            )
+        contenders = {
+            "FY value_and_grad": lambda f=fy, c=theta: f(c, y_true),
+            "layer fwd+VJP": lambda f=vjp, c=theta: f(c, cotangent),
+            "solver alone": lambda x=perturbed: solver(x),
+        }
+        value, grad = fy(theta, y_true)
+        if not (np.all(np.isfinite(np.asarray(grad))) and np.isfinite(float(value))):
+            sys.exit(f"FY loss or gradient not finite ({perturbation})")
+        print(
+            f"layer, {perturbation}: timing {repeats} interleaved repetitions",
+            flush=True,
+        )
+        timing = C.time_interleaved(contenders, repeats=repeats, min_sample_s=0.0)
+        per = timing["per_contender"]
+        results[perturbation] = {
+            "offset": offset,
+            "compile_s": {
+                "FY value_and_grad": fy_compile_s,
+                "layer fwd+VJP": vjp_compile_s,
+            },
+            "memory": {"FY value_and_grad": fy_memory, "layer fwd+VJP": vjp_memory},
+            "seconds_per_call": per,
+        }
+        rows.append(
+            [
+                perturbation + (f" (costs + {offset:g})" if offset else ""),
+                C.fmt_summary(per["FY value_and_grad"]),
+                C.fmt_summary(per["layer fwd+VJP"]),
+                C.fmt_summary(per["solver alone"]),
+                f"{fy_compile_s:.1f} s / {vjp_compile_s:.1f} s",
+            ]
+        )
+    header = [
+        "perturbation",
+        "FY value_and_grad: median [min, max]",
+        "layer fwd+VJP",
+        "solver alone",
+        "compile (FY / VJP)",
+    ]
+    table = (
+        f"PerturbedShortestPath, {side}×{side}, 8-connectivity, batch {BATCH}, "
+        f"M = {SAMPLES}, Normal σ = {LAYER_SIGMA}; median of {repeats} interleaved "
+        "calls after compilation\n" + C.markdown_table(header, rows)
+    )
+    config = {
+        "side": side,
+        "batch": BATCH,
+        "samples": SAMPLES,
+        "sigma": LAYER_SIGMA,
+        "additive_offset": LAYER_OFFSET,
+        "repeats": repeats,
+    }
+    return {"config": config, "results": results}, table
+
+
 # ------------------------------------------------------------------------- main
 
 
@@ -133,6 +256,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--sizes", type=str, default=None)
     parser.add_argument("--terrain", choices=["patches", "iid"], default="patches")
+    parser.add_argument(
+        "--layer-only", action="store_true", help="only the layer's FY section"
+    )
     args = parser.parse_args()
     sizes = [12, 18] if args.quick else [12, 18, 24, 30]
     if args.sizes:
@@ -145,7 +271,7 @@ def main() -> None:
     host = jax.jit(jax.vmap(jax.vmap(scipy_grid_shortest_path(8))))
     super_source = _GridDijkstra(8)
     results, rows = [], []
-    for side in sizes:
+    for side in [] if args.layer_only else sizes:
         costs_np = make_costs(rng, BATCH * SAMPLES, side, args.terrain)
         costs = jax.device_put(costs_np.reshape(BATCH, SAMPLES, side, side))
         t0 = time.perf_counter()
@@ -209,6 +335,10 @@ def main() -> None:
             ]
         )
 
+    # Its own generator: the same instances with or without the solver section.
+    layer_fy, layer_table = bench_layer(
+        np.random.default_rng(SEED + 1), args.terrain, args.repeats or 20
+    )
     header = [
         "grid",
         "ours: median [min, max]",
@@ -219,14 +349,18 @@ def main() -> None:
         "scipy c: super-source (×ours)",
         "host_solver (×ours)",
     ]
+    if rows:
+        print()
+        print(
+            f"{BATCH}×{SAMPLES} = {BATCH * SAMPLES} instances per call, "
+            f"8-connectivity, {args.terrain} Warcraft terrain; median of {repeats} "
+            "interleaved calls; (×ours) = median of the paired ratios contender / ours."
+        )
+        print(C.markdown_table(header, rows))
     print()
-    print(
-        f"{BATCH}×{SAMPLES} = {BATCH * SAMPLES} instances per call, 8-connectivity, "
-        f"{args.terrain} Warcraft terrain; median of {repeats} interleaved calls; "
-        "(×ours) = median of the paired ratios contender / ours."
-    )
-    print(C.markdown_table(header, rows))
-    suffix = "-quick" if args.quick else ""
+    print(layer_table)
+    # A layer-only run gets its own file: it must not replace a full run's.
+    suffix = ("-quick" if args.quick else "") + ("-layer" if args.layer_only else "")
     path = C.RESULTS_DIR / f"shortest_path-{C.today()}{suffix}.json"
     C.write_json(
         path,
@@ -236,7 +370,7 @@ def main() -> None:
             "load_avg": C.load_avg(),
             "env": C.env_info(),
             "config": {
-                "sizes": sizes,
+                "sizes": [] if args.layer_only else sizes,
                 "batch": BATCH,
                 "samples": SAMPLES,
                 "connectivity": 8,
@@ -247,6 +381,7 @@ def main() -> None:
                 "seed": SEED,
             },
             "results": results,
+            "layer_fy": layer_fy,
         },
     )
     print(f"\nwrote {path}")

@@ -259,6 +259,8 @@ def _objective_fwd(spec: Spec, theta: Array, key: Key):
         z = _draw(spec, k, theta)
         theta_m, ys = _solve_samples(spec, theta, z)
         (y,) = jtu.tree_leaves(ys)
+        # Off the solution θ may be +inf (a graph's missing arcs): skip 0 * inf.
+        theta_m = jnp.where(y != 0, theta_m, 0)
         value = value + jnp.sum(_instance_dot(y, theta_m), axis=0)
         # d<y, θ_m>/dθ at fixed y (Danskin): y for additive, y ⊙ θ_m/θ otherwise.
         if spec.multiplicative:

@@ -94,7 +94,11 @@ class FenchelYoungLoss(eqx.Module):
         flat, batch = self.layer.split_batch(theta)
         value = jnp.reshape(perturbed_objective(self.layer.spec(), flat, key), batch)
         axes: Any = tuple(range(len(batch), theta.ndim))
-        linear = jnp.sum(theta * y_true.astype(theta.dtype), axis=axes)
+        # θ may be +inf off the target (a graph's missing arcs): skip 0 * inf.
+        on = y_true != 0
+        linear = jnp.sum(
+            jnp.where(on, theta, 0) * y_true.astype(theta.dtype), axis=axes
+        )
         if self.layer.objective == "max":
             return value - linear
         return linear - value

@@ -1,0 +1,68 @@
+"""Experiments: YAML configs, built-in datasets, models, a jit-compiled training loop.
+
+Install with the `experiments` extra (`pip install -e ".[experiments]"`), then
+
+```bash
+perturbed-layers train configs/quickstart.yaml
+perturbed-layers train configs/pyepo_shortest_path.yaml --out runs/pyepo data.deg=2
+perturbed-layers evaluate runs/pyepo
+```
+
+or from Python:
+
+```python
+from perturbed_layers.experiments import load_config, train
+
+config = load_config("configs/pyepo_shortest_path.yaml", ["training.epochs=2"])
+summary = train(config, "runs/pyepo-short", progress=False)
+summary["test_normalized_regret"]
+```
+
+Registries (plain dicts, name → options class with a `build` method) hold what a
+config can name: `DATASETS`, `MODELS`, `LAYERS`, `NOISES`, `LOSSES`, `OPTIMIZERS`.
+"""
+
+from ._cli import main as main
+from ._components import (
+    LAYERS as LAYERS,
+    LOSSES as LOSSES,
+    NOISES as NOISES,
+    OPTIMIZERS as OPTIMIZERS,
+)
+from ._config import (
+    DATASETS as DATASETS,
+    Config as Config,
+    ConfigError as ConfigError,
+    TrainingOptions as TrainingOptions,
+    config_from_dict as config_from_dict,
+    dump_config as dump_config,
+    load_config as load_config,
+)
+from ._models import MODELS as MODELS, BerthetConvNet as BerthetConvNet
+from ._pyepo import (
+    PyEPOTask as PyEPOTask,
+    pyepo_shortest_path_data as pyepo_shortest_path_data,
+    sklearn_train_test_split as sklearn_train_test_split,
+)
+from ._ranking import (
+    RankingTask as RankingTask,
+    label_ranking_data as label_ranking_data,
+)
+from ._tasks import (
+    AbstractLoss as AbstractLoss,
+    AbstractTask as AbstractTask,
+    Batch as Batch,
+    Dataset as Dataset,
+)
+from ._train import (
+    TrainingDiverged as TrainingDiverged,
+    evaluate as evaluate,
+    train as train,
+    train_step as train_step,
+)
+from ._warcraft import WarcraftTask as WarcraftTask
+from ._warcraft_maps import (
+    TERRAIN_COSTS as TERRAIN_COSTS,
+    generate_warcraft_maps as generate_warcraft_maps,
+    load_warcraft_split as load_warcraft_split,
+)

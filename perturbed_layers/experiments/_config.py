@@ -1,0 +1,289 @@
+"""Experiment configs: a typed schema, YAML files and `key.path=value` overrides.
+
+A config has one group per concern, each naming an entry of a registry and giving its
+options:
+
+```yaml
+data: {name: pyepo_shortest_path, deg: 4}     # DATASETS
+model: {name: linear}                        # MODELS
+layer: {name: pyepo_shortest_path, num_samples: 3, sigma: 1.0}   # LAYERS (+ NOISES)
+loss: {name: fenchel_young}                  # LOSSES
+optimizer: {name: adam, learning_rate: 1.0e-2}                   # OPTIMIZERS
+training: {epochs: 20, batch_size: 32, seed: 0}
+```
+
+**Why pydantic (v2).** The schema is plain, type-checked Python: one model class per
+registry entry, holding its options' types, defaults, constraints (`gt=0`) and
+documentation together, next to the `build` method that uses them. The registries
+*are* the schema: each group is a union of its registry's classes discriminated by
+`name`, generated from the registry dicts when a config is loaded, so adding an entry to
+a registry is enough to use it from YAML. Strict mode refuses `"4"` for an int or
+`true` for a float, `extra="forbid"` refuses misspelt keys, and every error carries its
+location, which becomes the dotted key path in our messages. OmegaConf's structured
+configs would give merging and interpolation, which we do not need, but not unions of
+option classes chosen by a field, nor value constraints; hand-written checks would
+drift from the code.
+
+**Errors.** Everything is checked before anything is built or trained: unknown keys,
+wrong types, missing required values, unknown registry names (answered with the valid
+ones), bad overrides, and a layer that does not fit the dataset. A `ConfigError` lists
+each problem as `FILE: dotted.key: message`.
+
+**YAML.** Files are read with `yaml.safe_load`; override values are parsed as YAML
+scalars (`3`, `0.5`, `true`, `null`, `adam`). PyYAML reads `1e-2` as a string (YAML 1.1);
+float options accept that form too.
+"""
+
+import pathlib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from ._components import LAYERS, LOSSES, OPTIMIZERS
+from ._models import MODELS
+from ._options import (
+    DataOptions,
+    LayerOptions,
+    LossOptions,
+    ModelOptions,
+    OptimizerOptions,
+    Options,
+    PositiveInt,
+    describe,
+)
+from ._pyepo import PyEPOShortestPath
+from ._ranking import LabelRanking
+from ._warcraft import WarcraftMaps
+
+DATASETS: dict[str, type[DataOptions]] = {
+    "pyepo_shortest_path": PyEPOShortestPath,
+    "warcraft": WarcraftMaps,
+    "label_ranking": LabelRanking,
+}
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the file and each bad key's dotted path."""
+
+
+class TrainingOptions(BaseModel):
+    """`training:` the loop's options (not a registry)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    seed: int = 0
+    eval_batch_size: PositiveInt = 250
+    checkpoint_every: PositiveInt = 1
+
+
+class Config(BaseModel):
+    """A resolved experiment config. Build one with `load_config` or `config_from_dict`
+    (which validate each group against its registry entry)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    name: str
+    data: DataOptions
+    model: ModelOptions
+    layer: LayerOptions
+    loss: LossOptions
+    optimizer: OptimizerOptions
+    training: TrainingOptions
+
+
+def registries() -> dict[str, Mapping[str, type[Options]]]:
+    """The registry of each config group, by group name."""
+    return {
+        "data": DATASETS,
+        "model": MODELS,
+        "layer": LAYERS,
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+    }
+
+
+def _schema() -> type[Config]:
+    """`Config` with each group a union of its registry's entries, chosen by `name`."""
+    fields: dict[str, Any] = {}
+    for group, registry in registries().items():
+        union = typing.Union[tuple(registry.values())]  # noqa: UP007 (built at run time)
+        fields[group] = (Annotated[union, Field(discriminator="name")], ...)
+    return create_model("Config", __base__=Config, **fields)
+
+
+# ------------------------------------------------------------------ overrides
+
+
+def apply_overrides(
+    raw: dict, overrides: Iterable[str], source: str
+) -> tuple[dict, dict[str, str]]:
+    """Apply `key.path=value` overrides to a raw config (a copy is returned), and
+    the dotted path each override set."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
+    applied: dict[str, str] = {}
+    for text in overrides:
+        key, sep, value_text = text.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(part.isidentifier() for part in parts):
+            raise ConfigError(
+                f"{source}: bad override {text!r}: expected key.path=value, e.g. "
+                "training.epochs=5"
+            )
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"{source}: {key}: bad override {text!r}: value is not YAML ({error})"
+            ) from None
+        if isinstance(value, dict | list):
+            raise ConfigError(
+                f"{source}: {key}: bad override {text!r}: the value must be a YAML "
+                "scalar (a number, a string, true/false or null)"
+            )
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"{source}: {key}: bad override {text!r}: {where} is "
+                    f"{child!r}, not a group of keys"
+                )
+            node = child
+        node[parts[-1]] = value
+        applied[key.strip()] = text
+    return raw, applied
+
+
+# --------------------------------------------------------------------- errors
+
+
+def _locate(loc: Sequence[Any], raw: Any) -> list[str]:
+    """The key path of a pydantic error location, without the union tags."""
+    path: list[str] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(str(part))
+            node = node[part]
+        elif isinstance(node, dict) and node.get("name") == part:
+            continue  # the tag pydantic adds for a discriminated union
+        else:
+            path.append(str(part))
+            node = None
+    return path
+
+
+def _valid_keys(path: list[str], raw: dict) -> list[str]:
+    """The keys allowed where an unknown key `path` was found."""
+    if len(path) == 1:
+        return list(Config.model_fields)
+    group = path[0]
+    if group == "training":
+        return list(TrainingOptions.model_fields)
+    entry = registries().get(group, {}).get(str(raw.get(group, {}).get("name")))
+    return list(entry.model_fields) if entry is not None else []
+
+
+def _message(error: Mapping[str, Any], raw: dict) -> tuple[str, str]:
+    path = _locate(error["loc"], raw)
+    kind, ctx = error["type"], error.get("ctx") or {}
+    registry = registries().get(path[0], {}) if path else {}
+    what = next(iter(registry.values())).kind if registry else "entry"
+    if kind == "union_tag_invalid":
+        return ".".join([*path, "name"]), (
+            f"unknown {what} {ctx.get('tag')!r}; valid names: {describe(registry)}"
+        )
+    if kind == "union_tag_not_found":
+        return ".".join([*path, "name"]), (
+            f"missing required value: the {what}'s name, one of {describe(registry)}"
+        )
+    if kind == "extra_forbidden":
+        valid = ", ".join(_valid_keys(path, raw))
+        return ".".join(path), f"unknown key (valid keys here: {valid})"
+    if kind == "missing":
+        return ".".join(path), "missing required value"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind != "value_error":
+        message += f" (got {error.get('input')!r})"
+    return ".".join(path) or "<top level>", message
+
+
+def _format(
+    error: ValidationError, raw: dict, source: str, applied: Mapping[str, str]
+) -> str:
+    lines = []
+    for item in error.errors():
+        path, message = _message(item, raw)
+        via = [
+            text
+            for key, text in applied.items()
+            if f"{path}.".startswith(f"{key}.") or key.startswith(f"{path}.")
+        ]
+        suffix = f" (set by override {via[-1]!r})" if via else ""
+        lines.append(f"{source}: {path}: {message}{suffix}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+# ---------------------------------------------------------------------- load
+
+
+def config_from_dict(
+    raw: Any, source: str = "<config>", overrides: Iterable[str] = ()
+) -> Config:
+    """Validate a raw config (plain data, e.g. from YAML) after applying overrides.
+
+    **Raises:** `ConfigError` naming `source` and the dotted path of each bad key.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: a config is a mapping of groups (data, model, layer, loss, "
+            f"optimizer, training), got {type(raw).__name__}"
+        )
+    raw, applied = apply_overrides(raw, overrides, source)
+    raw.setdefault("name", pathlib.Path(source).stem)
+    try:
+        config = _schema().model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format(error, raw, source, applied)) from None
+    fits = type(config.data).layers
+    if config.layer.name not in fits:
+        raise ConfigError(
+            f"{source}: layer.name: layer {config.layer.name!r} does not fit dataset "
+            f"{config.data.name!r}; use one of {', '.join(map(repr, fits))}"
+        )
+    return config
+
+
+def load_config(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (`yaml.safe_load`), apply overrides, validate.
+
+    The run name defaults to the file's stem.
+
+    ```python
+    from perturbed_layers.experiments import load_config
+
+    config = load_config("configs/pyepo_shortest_path.yaml", ["training.epochs=2"])
+    config.training.epochs  # 2
+    ```
+    """
+    source = str(path)
+    try:
+        text = pathlib.Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(
+            f"{source}: cannot read the config: {error.strerror}"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    return config_from_dict(raw, source, overrides)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (every option, defaults included)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

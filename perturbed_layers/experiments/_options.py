@@ -1,0 +1,110 @@
+"""The bases of the config groups' entries, the float type YAML needs, registries.
+
+A *registry* is a plain dict from a name (what a config writes, e.g. `name: adam`) to
+an *options class*: a pydantic model that declares the typed options of that entry and
+whose `build(...)` method constructs the object. The config schema is generated from the
+registries (`_config.py`), so adding an entry to a registry dict is all it takes to make
+it usable from YAML.
+"""
+
+import abc
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
+
+import equinox as eqx
+import optax
+from jaxtyping import PRNGKeyArray
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+import perturbed_layers as pl
+
+from ._tasks import AbstractLoss, AbstractTask, Dataset
+
+# YAML 1.1 (PyYAML) reads `1e-2` as a string; YAML 1.2 and every user read it as a
+# number. Accept exactly that form (an exponent, no dot) as a float; anything else that
+# is not a number stays an error.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
+def _yaml12_float(value: Any) -> Any:
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+FiniteFloat = Annotated[
+    float, BeforeValidator(_yaml12_float), Field(allow_inf_nan=False)
+]
+PositiveFloat = Annotated[FiniteFloat, Field(gt=0)]
+NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Options(BaseModel):
+    """Typed options of one registry entry: strict types, unknown keys refused.
+
+    Subclasses declare `name: Literal["their-name"]` and their options, and a `build`
+    method. `kind` names the registry in error messages ("dataset", "model", ...).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    kind: ClassVar[str] = "entry"
+    name: str
+
+
+class DataOptions(Options):
+    """A dataset: `build()` generates or loads it; `layers` are those that fit it."""
+
+    kind: ClassVar[str] = "dataset"
+    layers: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def build(self) -> Dataset: ...
+
+
+class ModelOptions(Options):
+    """A model: `build(in_shape, out_shape, key=...)` maps one input to θ."""
+
+    kind: ClassVar[str] = "model"
+
+    @abc.abstractmethod
+    def build(
+        self,
+        in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        *,
+        key: PRNGKeyArray,
+    ) -> eqx.Module: ...
+
+
+class LayerOptions(Options):
+    """A perturbed layer for a task."""
+
+    kind: ClassVar[str] = "layer"
+
+    @abc.abstractmethod
+    def build(self, task: AbstractTask) -> pl.AbstractPerturbed: ...
+
+
+class LossOptions(Options):
+    """A training loss built on the layer."""
+
+    kind: ClassVar[str] = "loss"
+
+    @abc.abstractmethod
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss: ...
+
+
+class OptimizerOptions(Options):
+    """An optax optimiser."""
+
+    kind: ClassVar[str] = "optimizer"
+
+    @abc.abstractmethod
+    def build(self) -> optax.GradientTransformation: ...
+
+
+def describe(registry: Mapping[str, object]) -> str:
+    """The valid names of a registry, for error messages."""
+    return ", ".join(repr(name) for name in registry)

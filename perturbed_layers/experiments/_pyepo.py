@@ -1,0 +1,203 @@
+"""PyEPO's shortest-path benchmark on an m × m grid: generator, split, task, metric.
+
+The generator is PyEPO's `pyepo.data.shortestpath.genData`, reproduced draw for draw:
+with `rnd = np.random.RandomState(seed)`, B = rnd.binomial(1, 0.5, (d, p)) first, then
+x = rnd.normal(0, 1, (n, p)), then ε = rnd.uniform(1 − ē, 1 + ē, (n, d)), and
+
+    c = (((x Bᵀ)/√p + 3)^deg + 1) / 3.5^deg ⊙ ε,   as float32,
+
+with d = 2 m (m − 1) arcs in PyEPO's order (`pl.solvers.pyepo_grid_arcs`), source node
+0 and sink node m² − 1. The split reproduces scikit-learn's
+`train_test_split(x, c, test_size=n_test, random_state=seed)` without importing
+scikit-learn: that function draws one `np.random.RandomState(seed).permutation(n)`
+(its `ShuffleSplit`) and takes the first `n_test` indices for the test set and the
+next `n − n_test` for the training set.
+
+Metric: the normalised regret Σᵢ (cᵢᵀ w*(ĉᵢ) − z*(cᵢ)) / Σᵢ |z*(cᵢ)| over the test set
+(PyEPO's `pyepo.metric.regret`), with w*(ĉ) the exact shortest path for the predicted
+costs and z*(c) the optimal cost for the true ones.
+
+**References:** Tang & Khalil, *PyEPO: A PyTorch-based End-to-End Predict-then-Optimize
+Library*, 2022; Elmachtoub & Grigas, *Smart "Predict, then Optimize"*, 2022.
+"""
+
+from typing import Any, ClassVar, Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+from pydantic import Field, model_validator
+
+import perturbed_layers as pl
+
+from ._options import DataOptions, FiniteFloat, PositiveInt
+from ._tasks import AbstractTask, Batch, Dataset
+
+
+def pyepo_shortest_path_data(
+    num_data: int,
+    num_features: int,
+    grid: tuple[int, int] = (5, 5),
+    deg: int = 1,
+    noise_width: float = 0.0,
+    seed: int = 135,
+) -> tuple[np.ndarray, np.ndarray]:
+    """PyEPO's `genData` for the shortest path: features and arc costs.
+
+    **Arguments:** as PyEPO's (`num_data` n, `num_features` p, `grid`, `deg`,
+    `noise_width` ē, `seed`), with PyEPO's defaults.
+
+    **Returns:** `x` of shape `(n, p)` (float64, as PyEPO) and `c` of shape `(n, d)`
+    (float32), `d = (grid[0] − 1) grid[1] + (grid[1] − 1) grid[0]`.
+
+    ```python
+    from perturbed_layers.experiments import pyepo_shortest_path_data
+
+    x, c = pyepo_shortest_path_data(2000, 5, (5, 5), deg=4, noise_width=0.5, seed=42)
+    x.shape, c.shape  # (2000, 5), (2000, 40)
+    ```
+    """
+    if isinstance(deg, bool) or not isinstance(deg, int) or deg <= 0:
+        raise ValueError(f"deg must be a positive int, got {deg!r}")
+    rnd = np.random.RandomState(seed)
+    n, p = num_data, num_features
+    d = (grid[0] - 1) * grid[1] + (grid[1] - 1) * grid[0]
+    b = rnd.binomial(1, 0.5, (d, p))
+    x = rnd.normal(0, 1, (n, p))
+    c = (x @ b.T / np.sqrt(p) + 3) ** deg + 1
+    c /= 3.5**deg
+    c *= rnd.uniform(1 - noise_width, 1 + noise_width, (n, d))
+    return x, c.astype(np.float32)
+
+
+def sklearn_train_test_split(
+    num_data: int, test_size: int, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of scikit-learn's `train_test_split(..., test_size=k,
+    random_state=s)` for an integer `k`: `perm = RandomState(s).permutation(n)`, test
+    `perm[:k]`, train `perm[k:]` (scikit-learn's `ShuffleSplit`, reproduced)."""
+    if not 0 < test_size < num_data:
+        raise ValueError(f"test_size must be in (0, {num_data}), got {test_size}")
+    permutation = np.random.RandomState(random_state).permutation(num_data)
+    return permutation[test_size:], permutation[:test_size]
+
+
+class PyEPOTask(AbstractTask):
+    """Shortest path on PyEPO's m × m grid DAG; θ are predicted arc costs."""
+
+    grid: int = eqx.field(static=True)
+
+    headline: ClassVar[str] = "normalized_regret"
+    higher_is_better: ClassVar[bool] = False
+    layers: ClassVar[tuple[str, ...]] = ("pyepo_shortest_path",)
+
+    def solver(self, arc_costs: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
+        return pl.solvers.pyepo_shortest_path(arc_costs, self.grid)
+
+    def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
+        del theta
+        optimum = jnp.sum(batch.costs * batch.y, axis=-1)
+        regret = jnp.sum(batch.costs * y_pred, axis=-1) - optimum
+        return {
+            "regret": regret,
+            "abs_optimum": jnp.abs(optimum),
+            "optimal": regret <= 1e-5 * jnp.abs(optimum),
+        }
+
+    def summarise(self, per_instance: dict[str, np.ndarray]) -> dict[str, float]:
+        regret = per_instance["regret"].astype(np.float64)
+        total = per_instance["abs_optimum"].astype(np.float64).sum()
+        return {
+            # PyEPO adds 1e-7 to the denominator.
+            "normalized_regret": float(regret.sum() / (total + 1e-7)),
+            "optimal_share": float(np.mean(per_instance["optimal"])),
+        }
+
+    def trivial_theta(self, train: Batch) -> tuple[np.ndarray, str]:
+        return np.asarray(jnp.mean(train.costs, axis=0)), "mean training arc costs"
+
+    def draw(
+        self, fig: Any, test: Batch, theta: np.ndarray, y_pred: np.ndarray
+    ) -> None:
+        arcs = pl.solvers.pyepo_grid_arcs(self.grid)
+        costs, y_true = np.asarray(test.costs), np.asarray(test.y)
+        count = min(8, len(costs))
+        axes = fig.subplots(2, (count + 1) // 2, squeeze=False).ravel()
+        for i, ax in enumerate(axes):
+            ax.set_axis_off()
+            if i >= count:
+                continue
+            for a, (tail, head) in enumerate(arcs):
+                (r0, c0), (r1, c1) = divmod(tail, self.grid), divmod(head, self.grid)
+                ax.plot(
+                    [c0, c1], [r0, r1], color="0.85", lw=1 + 2 * costs[i, a], zorder=1
+                )
+                if y_true[i, a] > 0.5:
+                    ax.plot([c0, c1], [r0, r1], color="tab:green", lw=5, zorder=2)
+                if y_pred[i, a] > 0.5:
+                    ax.plot([c0, c1], [r0, r1], "--", color="tab:red", lw=2, zorder=3)
+            ax.invert_yaxis()
+            regret = float(costs[i] @ y_pred[i] - costs[i] @ y_true[i])
+            ax.set_title(f"test {i}: regret {regret:.3f}", fontsize=9)
+        fig.suptitle(
+            "Test instances: true shortest path (green), predicted (red dashed); "
+            "grey width ∝ true arc cost"
+        )
+
+
+class PyEPOShortestPath(DataOptions):
+    """`data: {name: pyepo_shortest_path, ...}`: PyEPO's generated shortest paths.
+
+    Defaults are those of PyEPO's notebook "03 Training and Testing": 2000 points, 5
+    features, a 5 × 5 grid, degree 4, noise half-width 0.5, seed 42, and a 1000-point
+    test set drawn like `train_test_split(test_size=1000, random_state=42)`.
+    """
+
+    layers: ClassVar[tuple[str, ...]] = PyEPOTask.layers
+
+    name: Literal["pyepo_shortest_path"]
+    num_data: PositiveInt = 2000
+    num_features: PositiveInt = 5
+    grid: int = Field(5, ge=2)
+    deg: PositiveInt = 4
+    noise_width: FiniteFloat = Field(0.5, ge=0, lt=1)
+    seed: int = 42
+    test_size: PositiveInt = 1000
+    split_seed: int = 42
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "PyEPOShortestPath":
+        if self.test_size >= self.num_data:
+            raise ValueError(
+                f"test_size ({self.test_size}) must be smaller than num_data "
+                f"({self.num_data})"
+            )
+        return self
+
+    def build(self) -> Dataset:
+        x, c = pyepo_shortest_path_data(
+            self.num_data,
+            self.num_features,
+            (self.grid, self.grid),
+            self.deg,
+            self.noise_width,
+            self.seed,
+        )
+        train, test = sklearn_train_test_split(
+            self.num_data, self.test_size, self.split_seed
+        )
+        task = PyEPOTask(self.grid)
+        costs = jnp.asarray(c)
+        y = task.solver(costs)  # exact optimal paths for the true costs
+        x = jnp.asarray(x, jnp.float32)
+
+        def split(idx: np.ndarray) -> Batch:
+            return Batch(x[idx], y[idx], costs[idx])
+
+        description = (
+            f"PyEPO shortest path {self.grid}x{self.grid}: {len(train)} train / "
+            f"{len(test)} test, p={self.num_features}, deg={self.deg}, "
+            f"noise half-width {self.noise_width}, seed {self.seed}"
+        )
+        return Dataset(split(train), split(test), task, description)

@@ -1,0 +1,408 @@
+"""The training loop: build from a config, train, checkpoint, resume, evaluate.
+
+**One compiled step.** `train_step` (model → θ, loss through the perturbed layer, its
+gradient, the optax update) is a single `eqx.filter_jit` function, compiled once per
+run: batches have one static shape (the last partial batch of an epoch is dropped),
+the training arrays stay on the device and each step receives only its batch indices.
+
+**Reproducible order.** Epoch e shuffles with `np.random.default_rng((seed, e))` and
+draws its noise from `fold_in(key, e)`, step s of it from `fold_in(·, s)`: the data
+order and the noise are functions of (seed, epoch, step), so a run resumed from its
+last checkpoint replays exactly what an uninterrupted run would have done, and ends
+with the same metrics.
+
+**Failure.** A NaN or infinite loss (or parameters), or a solver that refuses
+non-finite costs, stops the run with `TrainingDiverged` before the epoch's checkpoint is
+written: the last good checkpoint stays in place.
+"""
+
+import dataclasses
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray
+from tqdm.auto import tqdm
+
+import perturbed_layers as pl
+
+from . import _run_folder as files
+from ._config import Config, ConfigError, dump_config, load_config
+from ._evaluation import evaluate_split
+from ._plots import plot_curves, plot_examples
+from ._tasks import AbstractLoss, AbstractTask, Batch, Dataset
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN or infinite; the run was stopped."""
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything a config builds: data, model, layer, loss, optimiser, key."""
+
+    dataset: Dataset
+    model: Any
+    layer: pl.AbstractPerturbed
+    loss: AbstractLoss
+    optimizer: optax.GradientTransformation
+    opt_state: Any
+    key: PRNGKeyArray
+
+
+def build(config: Config, source: str = "<config>") -> Experiment:
+    """Generate or load the data, then build the model, layer, loss and optimiser.
+
+    **Raises:** `ConfigError` if a group's options do not fit the data.
+    """
+    try:
+        dataset = config.data.build()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source}: data: {error}") from None
+    model_key, key = jax.random.split(jax.random.key(config.training.seed))
+    in_shape, out_shape = dataset.train.x.shape[1:], dataset.train.y.shape[1:]
+    try:
+        model = config.model.build(in_shape, out_shape, key=model_key)
+    except ValueError as error:
+        raise ConfigError(f"{source}: model.name: {error}") from None
+    try:
+        layer = config.layer.build(dataset.task)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: layer: {error}") from None
+    n_train = int(dataset.train.x.shape[0])
+    if config.training.batch_size > n_train:
+        raise ConfigError(
+            f"{source}: training.batch_size: {config.training.batch_size} is larger "
+            f"than the training set ({n_train})"
+        )
+    optimizer = config.optimizer.build()
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    loss = config.loss.build(layer)
+    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key)
+
+
+@eqx.filter_jit
+def train_step(
+    model: Any,
+    opt_state: Any,
+    loss: AbstractLoss,
+    optimizer: optax.GradientTransformation,
+    train: Batch,
+    index: Array,
+    key: PRNGKeyArray,
+    step: Array,
+) -> tuple[Any, Any, Array]:
+    """One step on the batch `train[index]`: mean loss, gradient, update."""
+    batch = jax.tree.map(lambda a: a[index], train)
+    key = jax.random.fold_in(key, step)
+
+    def mean_loss(model):
+        return jnp.mean(loss(jax.vmap(model)(batch.x), batch, key=key))
+
+    value, grads = eqx.filter_value_and_grad(mean_loss)(model)
+    params = eqx.filter(model, eqx.is_inexact_array)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return eqx.apply_updates(model, updates), opt_state, value
+
+
+def _finite(model: Any) -> bool:
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+
+
+def _format(record: dict[str, Any], headline: str) -> str:
+    keys = [f"test_{headline}"] + [k for k in record if k.startswith("test_")]
+    parts = [
+        f"{k.removeprefix('test_')} {record[k]:.4f}"
+        for k in dict.fromkeys(keys)
+        if k in record
+    ]
+    if "train_loss" in record:
+        parts.insert(0, f"train loss {record['train_loss']:.4f}")
+    return "  ".join(parts)
+
+
+def train(
+    config: Config,
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    source: str = "<config>",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train as `config` says, writing the run folder `out`; return the summary.
+
+    **Arguments:**
+
+    - `config`: a validated config (`load_config`).
+    - `out`: the run folder; it must not hold a run unless `resume=True`.
+    - `resume`: continue from `out`'s last checkpoint.
+    - `source`: the config's file name, for error messages.
+    - `progress`: show a tqdm progress bar per epoch.
+    - `log`: where the one-line-per-epoch report goes.
+    - `on_epoch_end`: called as `f(epoch, record)` after each epoch's checkpoint.
+
+    **Raises:** `ConfigError` (before training), `TrainingDiverged`, or
+    `FileExistsError` / `FileNotFoundError` for a folder that does / does not hold a
+    run when `resume` is False / True.
+    """
+    out = pathlib.Path(out)
+    checkpoint = out / files.CHECKPOINT
+    if resume and not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: {out} holds no checkpoint to resume from")
+    if not resume and (checkpoint.exists() or (out / files.METRICS).exists()):
+        raise FileExistsError(
+            f"{out} already holds a run: pass --resume to continue it, or choose "
+            "another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    text = dump_config(config)
+    if (
+        resume
+        and (out / files.CONFIG).exists()
+        and (out / files.CONFIG).read_text() != text
+    ):
+        log(f"note: the config differs from the one {out} was started with")
+    files.write_text(out / files.CONFIG, text)
+
+    start = time.perf_counter()
+    exp = build(config, source)
+    data, task = exp.dataset, exp.dataset.task
+    log(f"run folder: {out}")
+    log(f"data: {data.description} ({time.perf_counter() - start:.1f} s)")
+    model, opt_state, key = exp.model, exp.opt_state, exp.key
+    history: list[dict[str, Any]] = []
+    first_epoch = 1
+    if resume:
+        model, opt_state, epoch, key = files.load_checkpoint(
+            checkpoint, model, opt_state, key
+        )
+        history = [
+            r for r in files.read_metrics(out / files.METRICS) if r["epoch"] <= epoch
+        ]
+        files.write_metrics(out / files.METRICS, history)
+        first_epoch = epoch + 1
+        log(f"resuming after epoch {epoch}")
+    saved = first_epoch - 1  # the epoch of the checkpoint on disk
+
+    training = config.training
+    solver = eqx.nn.inference_mode(exp.layer)
+    chunk = training.eval_batch_size
+
+    def evaluate(model) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+        metrics, first = evaluate_split(model, solver, task, data.test, chunk)
+        return {f"test_{k}": v for k, v in metrics.items()}, first
+
+    constant, predictor = task.trivial_theta(data.train)
+    trivial_metrics, _ = evaluate_split(None, solver, task, data.test, chunk, constant)
+    trivial = {
+        "predictor": predictor,
+        **{f"test_{k}": v for k, v in trivial_metrics.items()},
+    }
+    log(f"trivial predictor ({predictor}): {_format(trivial, task.headline)}")
+
+    if not history:
+        record = {"epoch": 0, **evaluate(model)[0]}
+        files.append_metrics(out / files.METRICS, record)
+        files.save_checkpoint(checkpoint, model, opt_state, 0, key)
+        history.append(record)
+        log(f"epoch 0/{training.epochs}  {_format(record, task.headline)}")
+
+    n_train = int(data.train.x.shape[0])
+    num_batches = n_train // training.batch_size
+    for epoch in range(first_epoch, training.epochs + 1):
+        order = np.random.default_rng((training.seed, epoch)).permutation(n_train)
+        order = order[: num_batches * training.batch_size].astype(np.int32)
+        order = order.reshape(num_batches, training.batch_size)
+        epoch_key = jax.random.fold_in(key, epoch)
+        bar = tqdm(
+            range(num_batches),
+            desc=f"epoch {epoch}/{training.epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        tic, shown = time.perf_counter(), time.perf_counter()
+        values = []
+        try:
+            for step in bar:
+                model, opt_state, value = train_step(
+                    model, opt_state, exp.loss, exp.optimizer, data.train,
+                    order[step], epoch_key, np.int32(step),
+                )  # fmt: skip
+                values.append(value)
+                if progress and time.perf_counter() - shown > 0.5:
+                    bar.set_postfix(loss=f"{float(value):.4f}")  # waits for this step
+                    shown = time.perf_counter()
+            losses = np.asarray(jnp.stack(values))  # waits for the epoch
+        except eqx.EquinoxRuntimeError as error:
+            what = f"the solver refused its input ({_first_line(error)})"
+            raise _diverged(out, epoch, saved, what) from None
+        finally:
+            bar.close()
+        train_seconds = time.perf_counter() - tic
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            step = int(bad[0])
+            what = (
+                f"the training loss is {losses[step]} at step {step + 1}/{num_batches}"
+            )
+            raise _diverged(out, epoch, saved, what)
+        if not _finite(model):
+            raise _diverged(out, epoch, saved, "the parameters are no longer finite")
+        tic = time.perf_counter()
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            **evaluate(model)[0],
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - tic,
+        }
+        files.append_metrics(out / files.METRICS, record)
+        if epoch % training.checkpoint_every == 0 or epoch == training.epochs:
+            files.save_checkpoint(checkpoint, model, opt_state, epoch, key)
+            saved = epoch
+        history.append(record)
+        log(
+            f"epoch {epoch}/{training.epochs}  {_format(record, task.headline)}  "
+            f"({train_seconds:.2f} s train, {record['eval_seconds']:.2f} s eval)"
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    return finish(config, out, model, exp, history, trivial, log)
+
+
+def finish(
+    config: Config,
+    out: pathlib.Path,
+    model: Any,
+    exp: Experiment,
+    history: list[dict[str, Any]],
+    trivial: dict[str, Any],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write the plots and `summary.json` of a finished run; return the summary."""
+    data, task = exp.dataset, exp.dataset.task
+    solver = eqx.nn.inference_mode(exp.layer)
+    title = (
+        f"{config.name}: {config.model.name} + {config.loss.name} ({config.layer.name})"
+    )
+    plot_curves(history, trivial, task, title, out / files.CURVES)
+    _plot_examples(config, model, solver, task, data.test, out / files.EXAMPLES)
+    trained = [r for r in history if "train_seconds" in r]
+    timed = [r["train_seconds"] for r in trained[1:]] or [
+        r["train_seconds"] for r in trained
+    ]
+    final = history[-1]
+    summary = {
+        "status": "completed",
+        "name": config.name,
+        "epochs": final["epoch"],
+        **{k: v for k, v in final.items() if k.startswith("test_")},
+        "final_train_loss": final.get("train_loss"),
+        "trivial": trivial,
+        # The first epoch includes compiling the step; it is left out when possible.
+        "seconds_per_epoch": float(np.median(timed)) if timed else None,
+        "eval_seconds_per_epoch": float(np.median([r["eval_seconds"] for r in trained]))
+        if trained
+        else None,
+        "num_parameters": int(
+            sum(
+                x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+            )
+        ),
+    }
+    files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    log(
+        f"summary: {out / files.SUMMARY}; plots: {out / files.CURVES}, {out / files.EXAMPLES}"
+    )
+    return summary
+
+
+def _plot_examples(
+    config: Config,
+    model: Any,
+    solver: pl.AbstractPerturbed,
+    task: AbstractTask,
+    test: Batch,
+    path: pathlib.Path,
+) -> None:
+    # The first evaluation chunk: the shapes already compiled.
+    chunk = config.training.eval_batch_size
+    _, (theta, y_pred) = evaluate_split(model, solver, task, test, chunk, max_chunks=1)
+    count = min(8, len(theta))
+    shown = jax.tree.map(lambda a: a[:count], test)
+    plot_examples(task, shown, theta[:count], y_pred[:count], path)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if "EquinoxRuntimeError:" in line]
+    return (
+        (useful or lines or [type(error).__name__])[0]
+        .split("EquinoxRuntimeError:")[-1]
+        .strip()
+    )
+
+
+def _diverged(out: pathlib.Path, epoch: int, saved: int, what: str) -> TrainingDiverged:
+    message = (
+        f"training diverged in epoch {epoch}: {what}. Stopped; the last good "
+        f"checkpoint ({out / files.CHECKPOINT}, epoch {saved}) is kept. Try a lower "
+        "learning rate or another sigma."
+    )
+    summary = {
+        "status": "diverged",
+        "epoch": epoch,
+        "checkpoint_epoch": saved,
+        "message": message,
+    }
+    files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return TrainingDiverged(message)
+
+
+def evaluate(
+    run: str | pathlib.Path, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Re-evaluate a run folder's last checkpoint on its test set.
+
+    Rebuilds the data from the saved config, loads `checkpoint.eqx`, writes
+    `evaluation.json` and `examples.png`, and returns the metrics.
+    """
+    run = pathlib.Path(run)
+    config = load_config(run / files.CONFIG)
+    exp = build(config, str(run / files.CONFIG))
+    model, _, epoch, _ = files.load_checkpoint(
+        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key
+    )
+    task, test = exp.dataset.task, exp.dataset.test
+    solver = eqx.nn.inference_mode(exp.layer)
+    metrics, _ = evaluate_split(
+        model, solver, task, test, config.training.eval_batch_size
+    )
+    constant, predictor = task.trivial_theta(exp.dataset.train)
+    trivial, _ = evaluate_split(
+        None, solver, task, test, config.training.eval_batch_size, constant
+    )
+    result = {
+        "epoch": epoch,
+        **{f"test_{k}": v for k, v in metrics.items()},
+        "trivial": {
+            "predictor": predictor,
+            **{f"test_{k}": v for k, v in trivial.items()},
+        },
+    }
+    _plot_examples(config, model, solver, task, test, run / files.EXAMPLES)
+    files.write_text(run / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    log(f"{run} (epoch {epoch}): {_format(result, task.headline)}")
+    return result
