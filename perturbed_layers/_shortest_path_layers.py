@@ -23,14 +23,15 @@ from .solvers import grid_shortest_path, shortest_path
 class PerturbedShortestPath(AbstractPerturbed):
     r"""Perturbed shortest path on a grid of vertex costs, top-left to bottom-right.
 
-    `costs` of shape `(*batch, H, W)` → y_ε(costs) = E[y*(costs + σZ)] (or the
-    multiplicative form), y* the 0/1 mask of the cells of a minimum-cost path, the
+    `costs` of shape `(*batch, H, W)` → `y_ε(costs) = E[y*(costs + σZ)]` (or the
+    multiplicative form), `y*` the 0/1 mask of the cells of a minimum-cost path, the
     cost of a path being the sum of its cells' costs, both ends included
     (`pl.solvers.grid_shortest_path`). All M×B perturbed instances are solved in one
     call on the device.
 
     **Arguments:** those of `pl.Perturbed` (`num_samples`, `sigma`, `noise`,
     `perturbation`, `chunk_size`, `inference`), and
+
     - `connectivity`: 8 (king moves, Warcraft) or 4.
 
     ```python
