@@ -111,8 +111,13 @@ def _fold_chunks(
     return carry
 
 
-def _zeros_like_tree(tree: Any) -> Any:
-    return jtu.tree_map(jnp.zeros_like, tree)
+def _sample_sum(x: Array) -> Array:
+    """Σ over the leading (sample) axis, as a contraction.
+
+    XLA:CPU runs a reduction over the leading axis of a large (K, B, n) array up to
+    ~20× slower than the same sum written as a dot with ones (measured on jax 0.10).
+    """
+    return jnp.tensordot(jnp.ones(x.shape[0], x.dtype), x, axes=1)
 
 
 def _add_trees(a: Any, b: Any) -> Any:
@@ -156,13 +161,13 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
         # Keep the samples for the backward pass: M solver calls in all.
         z = _draw(spec, keys, theta)
         _, ys = _solve_samples(spec, theta, z)
-        ybar = jtu.tree_map(lambda y: jnp.mean(y, axis=0), ys)
+        ybar = jtu.tree_map(lambda y: _sample_sum(y) / spec.num_samples, ys)
         saved = (ys, z)
     else:
         # Bounded memory: keep nothing per sample; the backward redraws and re-solves.
         def body(total, k):
             _, ys = _solve_samples(spec, theta, _draw(spec, k, theta))
-            return _add_trees(total, jtu.tree_map(lambda y: jnp.sum(y, axis=0), ys))
+            return _add_trees(total, jtu.tree_map(_sample_sum, ys))
 
         shapes = jax.eval_shape(
             lambda k: _solve_samples(spec, theta, _draw(spec, k, theta))[1], keys[:1]
@@ -261,11 +266,11 @@ def _objective_fwd(spec: Spec, theta: Array, key: Key):
         (y,) = jtu.tree_leaves(ys)
         # Off the solution θ may be +inf (a graph's missing arcs): skip 0 * inf.
         theta_m = jnp.where(y != 0, theta_m, 0)
-        value = value + jnp.sum(_instance_dot(y, theta_m), axis=0)
+        value = value + _sample_sum(_instance_dot(y, theta_m))
         # d<y, θ_m>/dθ at fixed y (Danskin): y for additive, y ⊙ θ_m/θ otherwise.
         if spec.multiplicative:
             y = y * jnp.exp(spec.sigma * z - spec.sigma**2 / 2)
-        return value, slope + jnp.sum(y, axis=0)
+        return value, slope + _sample_sum(y)
 
     init = (jnp.zeros(theta.shape[:1], cdtype), jnp.zeros(theta.shape, cdtype))
     value, slope = _fold_chunks(keys, spec.chunk_size, body, init)
