@@ -22,6 +22,7 @@ Registries (plain dicts, name → options class with a `build` method) hold what
 config can name: `DATASETS`, `MODELS`, `LAYERS`, `NOISES`, `LOSSES`, `OPTIMIZERS`.
 """
 
+from ._build import Experiment as Experiment, build as build
 from ._cli import main as main
 from ._components import (
     LAYERS as LAYERS,
@@ -35,9 +36,11 @@ from ._config import (
     ConfigError as ConfigError,
     TrainingOptions as TrainingOptions,
     config_from_dict as config_from_dict,
+    config_schema as config_schema,
     dump_config as dump_config,
     load_config as load_config,
 )
+from ._evaluation import evaluate as evaluate
 from ._models import MODELS as MODELS, BerthetConvNet as BerthetConvNet
 from ._pyepo import (
     PyEPOTask as PyEPOTask,
@@ -56,7 +59,6 @@ from ._tasks import (
 )
 from ._train import (
     TrainingDiverged as TrainingDiverged,
-    evaluate as evaluate,
     train as train,
     train_step as train_step,
 )

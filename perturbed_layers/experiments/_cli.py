@@ -6,7 +6,8 @@ import sys
 
 from . import _run_folder as files
 from ._config import ConfigError, load_config
-from ._train import TrainingDiverged, evaluate, train
+from ._evaluation import evaluate
+from ._train import TrainingDiverged, train
 
 _EPILOG = """\
 examples:

@@ -12,7 +12,7 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
 """
 
 import functools
-from typing import ClassVar, Literal
+from typing import Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -44,11 +44,15 @@ NOISES: dict[str, type[pl.AbstractNoise]] = {"normal": pl.Normal, "gumbel": pl.G
 class _PerturbedOptions(LayerOptions):
     """Options shared by every perturbed layer (those of `pl.Perturbed`)."""
 
-    num_samples: PositiveInt
-    sigma: PositiveFloat
-    noise: str = "normal"
-    perturbation: Literal["additive", "multiplicative"] = "additive"
-    chunk_size: PositiveInt | None = None
+    num_samples: PositiveInt = Field(description="M, Monte-Carlo samples per instance")
+    sigma: PositiveFloat = Field(description="σ, the noise scale")
+    noise: str = Field("normal", description="a name in NOISES: normal, gumbel")
+    perturbation: Literal["additive", "multiplicative"] = Field(
+        "additive", description="θ + σZ, or θ ⊙ exp(σZ − σ²/2) (keeps costs positive)"
+    )
+    chunk_size: PositiveInt | None = Field(
+        None, description="samples processed at a time (None: all at once)"
+    )
 
     @field_validator("noise")
     @classmethod
@@ -103,7 +107,7 @@ class GridShortestPathLayer(_PerturbedOptions):
     sigma against costs kept away from 0)."""
 
     name: Literal["grid_shortest_path"]
-    connectivity: Literal[4, 8] = 8
+    connectivity: Literal[4, 8] = Field(8, description="8: king moves, 4: rook moves")
 
     def build(self, task: AbstractTask) -> pl.AbstractPerturbed:
         assert isinstance(task, WarcraftTask)
@@ -179,7 +183,9 @@ class RegressionOptions(LossOptions):
     """`loss: {name: regression, target: costs | solution}`: ‖θ − target‖²."""
 
     name: Literal["regression"]
-    target: Literal["costs", "solution"] = "costs"
+    target: Literal["costs", "solution"] = Field(
+        "costs", description="fit the true costs, or the target solution itself"
+    )
 
     def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
         del layer
@@ -196,39 +202,61 @@ LOSSES: dict[str, type[LossOptions]] = {
 # ------------------------------------------------------------------- optimisers
 
 
+Schedule = Literal["constant", "cosine"]
+
+
+def _learning_rate(
+    options: "AdamOptions | AdamWOptions | SGDOptions", total_steps: int
+):
+    if options.schedule == "cosine":
+        return optax.cosine_decay_schedule(options.learning_rate, max(total_steps, 1))
+    return options.learning_rate
+
+
 class AdamOptions(OptimizerOptions):
-    """`optimizer: {name: adam, learning_rate, b1, b2, eps}` (`optax.adam`)."""
+    """`optimizer: {name: adam, learning_rate, b1, b2, eps, schedule}` (`optax.adam`).
+
+    `schedule: cosine` decays the learning rate to 0 over the run (cosine); the
+    default `constant` keeps it.
+    """
 
     name: Literal["adam"]
-    learning_rate: PositiveFloat
+    learning_rate: PositiveFloat = Field(description="the (initial) step size")
     b1: FiniteFloat = Field(0.9, ge=0, lt=1)
     b2: FiniteFloat = Field(0.999, ge=0, lt=1)
     eps: PositiveFloat = 1e-8
+    schedule: Schedule = Field(
+        "constant", description="constant, or cosine decay to 0 over the run"
+    )
 
-    def build(self) -> optax.GradientTransformation:
-        return optax.adam(self.learning_rate, self.b1, self.b2, self.eps)
+    def build(self, total_steps: int) -> optax.GradientTransformation:
+        lr = _learning_rate(self, total_steps)
+        return optax.adam(lr, self.b1, self.b2, self.eps)
 
 
 class AdamWOptions(OptimizerOptions):
-    """`optimizer: {name: adamw, learning_rate, weight_decay}` (`optax.adamw`)."""
+    """`optimizer: {name: adamw, learning_rate, weight_decay, schedule}` (`optax.adamw`)."""
 
     name: Literal["adamw"]
     learning_rate: PositiveFloat
     weight_decay: FiniteFloat = Field(1e-4, ge=0)
+    schedule: Schedule = "constant"
 
-    def build(self) -> optax.GradientTransformation:
-        return optax.adamw(self.learning_rate, weight_decay=self.weight_decay)
+    def build(self, total_steps: int) -> optax.GradientTransformation:
+        lr = _learning_rate(self, total_steps)
+        return optax.adamw(lr, weight_decay=self.weight_decay)
 
 
 class SGDOptions(OptimizerOptions):
-    """`optimizer: {name: sgd, learning_rate, momentum}` (`optax.sgd`)."""
+    """`optimizer: {name: sgd, learning_rate, momentum, schedule}` (`optax.sgd`)."""
 
     name: Literal["sgd"]
     learning_rate: PositiveFloat
     momentum: FiniteFloat = Field(0.0, ge=0, lt=1)
+    schedule: Schedule = "constant"
 
-    def build(self) -> optax.GradientTransformation:
-        return optax.sgd(self.learning_rate, self.momentum or None)
+    def build(self, total_steps: int) -> optax.GradientTransformation:
+        return optax.sgd(_learning_rate(self, total_steps), self.momentum or None)
 
 
 OPTIMIZERS: dict[str, type[OptimizerOptions]] = {

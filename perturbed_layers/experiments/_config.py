@@ -73,11 +73,17 @@ class TrainingOptions(BaseModel):
     """`training:` the loop's options (not a registry)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    seed: int = 0
-    eval_batch_size: PositiveInt = 250
-    checkpoint_every: PositiveInt = 1
+    epochs: PositiveInt = Field(description="number of passes over the training set")
+    batch_size: PositiveInt = Field(
+        description="instances per step (the last partial batch of an epoch is dropped)"
+    )
+    seed: int = Field(0, description="model initialisation, data order and noise")
+    eval_batch_size: PositiveInt = Field(
+        250, description="test instances per evaluation call"
+    )
+    checkpoint_every: PositiveInt = Field(
+        1, description="epochs between checkpoints (and always the last)"
+    )
 
 
 class Config(BaseModel):
@@ -85,7 +91,7 @@ class Config(BaseModel):
     (which validate each group against its registry entry)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    name: str
+    name: str = Field(description="run name (default: the config file's stem)")
     data: DataOptions
     model: ModelOptions
     layer: LayerOptions
@@ -105,13 +111,20 @@ def registries() -> dict[str, Mapping[str, type[Options]]]:
     }
 
 
-def _schema() -> type[Config]:
-    """`Config` with each group a union of its registry's entries, chosen by `name`."""
-    fields: dict[str, Any] = {}
-    for group, registry in registries().items():
-        union = typing.Union[tuple(registry.values())]  # noqa: UP007 (built at run time)
-        fields[group] = (Annotated[union, Field(discriminator="name")], ...)
-    return create_model("Config", __base__=Config, **fields)
+_SCHEMAS: dict[tuple, type[Config]] = {}
+
+
+def config_schema() -> type[Config]:
+    """`Config` with each group a union of its registry's entries, chosen by `name`
+    (built once per state of the registries, so equal configs have the same class)."""
+    state = tuple((group, tuple(r.items())) for group, r in registries().items())
+    if state not in _SCHEMAS:
+        fields: dict[str, Any] = {}
+        for group, registry in registries().items():
+            union = typing.Union[tuple(registry.values())]  # noqa: UP007 (run time)
+            fields[group] = (Annotated[union, Field(discriminator="name")], ...)
+        _SCHEMAS[state] = create_model("Config", __base__=Config, **fields)
+    return _SCHEMAS[state]
 
 
 # ------------------------------------------------------------------ overrides
@@ -212,19 +225,23 @@ def _message(error: Mapping[str, Any], raw: dict) -> tuple[str, str]:
     return ".".join(path) or "<top level>", message
 
 
+def _via(path: str, applied: Mapping[str, str]) -> str:
+    """ " (set by override '...')" if an override set `path` or a key inside it."""
+    via = [
+        text
+        for key, text in applied.items()
+        if f"{path}.".startswith(f"{key}.") or key.startswith(f"{path}.")
+    ]
+    return f" (set by override {via[-1]!r})" if via else ""
+
+
 def _format(
     error: ValidationError, raw: dict, source: str, applied: Mapping[str, str]
 ) -> str:
     lines = []
     for item in error.errors():
         path, message = _message(item, raw)
-        via = [
-            text
-            for key, text in applied.items()
-            if f"{path}.".startswith(f"{key}.") or key.startswith(f"{path}.")
-        ]
-        suffix = f" (set by override {via[-1]!r})" if via else ""
-        lines.append(f"{source}: {path}: {message}{suffix}")
+        lines.append(f"{source}: {path}: {message}{_via(path, applied)}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
@@ -246,7 +263,7 @@ def config_from_dict(
     raw, applied = apply_overrides(raw, overrides, source)
     raw.setdefault("name", pathlib.Path(source).stem)
     try:
-        config = _schema().model_validate(raw)
+        config = config_schema().model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format(error, raw, source, applied)) from None
     fits = type(config.data).layers
@@ -254,6 +271,7 @@ def config_from_dict(
         raise ConfigError(
             f"{source}: layer.name: layer {config.layer.name!r} does not fit dataset "
             f"{config.data.name!r}; use one of {', '.join(map(repr, fits))}"
+            + _via("layer.name", applied)
         )
     return config
 

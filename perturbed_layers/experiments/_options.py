@@ -97,12 +97,12 @@ class LossOptions(Options):
 
 
 class OptimizerOptions(Options):
-    """An optax optimiser."""
+    """An optax optimiser, for a run of `total_steps` steps (for schedules)."""
 
     kind: ClassVar[str] = "optimizer"
 
     @abc.abstractmethod
-    def build(self) -> optax.GradientTransformation: ...
+    def build(self, total_steps: int) -> optax.GradientTransformation: ...
 
 
 def describe(registry: Mapping[str, object]) -> str:

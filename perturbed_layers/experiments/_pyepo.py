@@ -130,9 +130,8 @@ class PyEPOTask(AbstractTask):
                 continue
             for a, (tail, head) in enumerate(arcs):
                 (r0, c0), (r1, c1) = divmod(tail, self.grid), divmod(head, self.grid)
-                ax.plot(
-                    [c0, c1], [r0, r1], color="0.85", lw=1 + 2 * costs[i, a], zorder=1
-                )
+                width = 1 + 6 * costs[i, a] / costs[i].max()
+                ax.plot([c0, c1], [r0, r1], color="0.75", lw=width, zorder=1)
                 if y_true[i, a] > 0.5:
                     ax.plot([c0, c1], [r0, r1], color="tab:green", lw=5, zorder=2)
                 if y_pred[i, a] > 0.5:
@@ -157,14 +156,16 @@ class PyEPOShortestPath(DataOptions):
     layers: ClassVar[tuple[str, ...]] = PyEPOTask.layers
 
     name: Literal["pyepo_shortest_path"]
-    num_data: PositiveInt = 2000
-    num_features: PositiveInt = 5
-    grid: int = Field(5, ge=2)
-    deg: PositiveInt = 4
-    noise_width: FiniteFloat = Field(0.5, ge=0, lt=1)
-    seed: int = 42
-    test_size: PositiveInt = 1000
-    split_seed: int = 42
+    num_data: PositiveInt = Field(2000, description="points generated (train + test)")
+    num_features: PositiveInt = Field(5, description="p, features per point")
+    grid: int = Field(5, ge=2, description="m, the side of the m × m grid")
+    deg: PositiveInt = Field(4, description="degree of the polynomial feature → cost")
+    noise_width: FiniteFloat = Field(
+        0.5, ge=0, lt=1, description="ē, half-width of the multiplicative noise"
+    )
+    seed: int = Field(42, description="the generator's RandomState seed")
+    test_size: PositiveInt = Field(1000, description="points in the test set")
+    split_seed: int = Field(42, description="train_test_split's random_state")
 
     @model_validator(mode="after")
     def _check_split(self) -> "PyEPOShortestPath":

@@ -104,12 +104,14 @@ class LabelRanking(DataOptions):
     layers: ClassVar[tuple[str, ...]] = RankingTask.layers
 
     name: Literal["label_ranking"]
-    num_train: PositiveInt = 2000
-    num_test: PositiveInt = 1000
-    num_features: PositiveInt = 16
-    num_labels: int = Field(10, ge=2)
-    noise: NonNegativeFloat = 0.5
-    seed: int = 0
+    num_train: PositiveInt = Field(2000, description="training instances")
+    num_test: PositiveInt = Field(1000, description="test instances")
+    num_features: PositiveInt = Field(16, description="p, features per instance")
+    num_labels: int = Field(10, ge=2, description="L, labels to rank")
+    noise: NonNegativeFloat = Field(
+        0.5, description="τ, noise on the scores before ranking"
+    )
+    seed: int = Field(0, description="the generator's seed")
 
     def build(self) -> Dataset:
         x, y, scores = label_ranking_data(

@@ -1,4 +1,4 @@
-"""The training loop: build from a config, train, checkpoint, resume, evaluate.
+"""The training loop: train from a config, checkpoint, resume, stop on divergence.
 
 **One compiled step.** `train_step` (model → θ, loss through the perturbed layer, its
 gradient, the optax update) is a single `eqx.filter_jit` function, compiled once per
@@ -16,7 +16,6 @@ non-finite costs, stops the run with `TrainingDiverged` before the epoch's check
 written: the last good checkpoint stays in place.
 """
 
-import dataclasses
 import json
 import pathlib
 import time
@@ -28,64 +27,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 from jaxtyping import Array, PRNGKeyArray
 from tqdm.auto import tqdm
 
-import perturbed_layers as pl
-
 from . import _run_folder as files
-from ._config import Config, ConfigError, dump_config, load_config
-from ._evaluation import evaluate_split
-from ._plots import plot_curves, plot_examples
-from ._tasks import AbstractLoss, AbstractTask, Batch, Dataset
+from ._build import Experiment, build
+from ._config import Config, ConfigError, dump_config
+from ._evaluation import (
+    format_metrics,
+    plot_test_examples,
+    test_metrics,
+    trivial_metrics,
+)
+from ._plots import plot_curves
+from ._tasks import AbstractLoss, Batch
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the parameters became NaN or infinite; the run was stopped."""
-
-
-@dataclasses.dataclass
-class Experiment:
-    """Everything a config builds: data, model, layer, loss, optimiser, key."""
-
-    dataset: Dataset
-    model: Any
-    layer: pl.AbstractPerturbed
-    loss: AbstractLoss
-    optimizer: optax.GradientTransformation
-    opt_state: Any
-    key: PRNGKeyArray
-
-
-def build(config: Config, source: str = "<config>") -> Experiment:
-    """Generate or load the data, then build the model, layer, loss and optimiser.
-
-    **Raises:** `ConfigError` if a group's options do not fit the data.
-    """
-    try:
-        dataset = config.data.build()
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{source}: data: {error}") from None
-    model_key, key = jax.random.split(jax.random.key(config.training.seed))
-    in_shape, out_shape = dataset.train.x.shape[1:], dataset.train.y.shape[1:]
-    try:
-        model = config.model.build(in_shape, out_shape, key=model_key)
-    except ValueError as error:
-        raise ConfigError(f"{source}: model.name: {error}") from None
-    try:
-        layer = config.layer.build(dataset.task)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: layer: {error}") from None
-    n_train = int(dataset.train.x.shape[0])
-    if config.training.batch_size > n_train:
-        raise ConfigError(
-            f"{source}: training.batch_size: {config.training.batch_size} is larger "
-            f"than the training set ({n_train})"
-        )
-    optimizer = config.optimizer.build()
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    loss = config.loss.build(layer)
-    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key)
 
 
 @eqx.filter_jit
@@ -95,9 +55,9 @@ def train_step(
     loss: AbstractLoss,
     optimizer: optax.GradientTransformation,
     train: Batch,
-    index: Array,
+    index: ArrayLike,
     key: PRNGKeyArray,
-    step: Array,
+    step: ArrayLike,
 ) -> tuple[Any, Any, Array]:
     """One step on the batch `train[index]`: mean loss, gradient, update."""
     batch = jax.tree.map(lambda a: a[index], train)
@@ -115,18 +75,6 @@ def train_step(
 def _finite(model: Any) -> bool:
     leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
-
-
-def _format(record: dict[str, Any], headline: str) -> str:
-    keys = [f"test_{headline}"] + [k for k in record if k.startswith("test_")]
-    parts = [
-        f"{k.removeprefix('test_')} {record[k]:.4f}"
-        for k in dict.fromkeys(keys)
-        if k in record
-    ]
-    if "train_loss" in record:
-        parts.insert(0, f"train loss {record['train_loss']:.4f}")
-    return "  ".join(parts)
 
 
 def train(
@@ -164,16 +112,6 @@ def train(
             f"{out} already holds a run: pass --resume to continue it, or choose "
             "another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    text = dump_config(config)
-    if (
-        resume
-        and (out / files.CONFIG).exists()
-        and (out / files.CONFIG).read_text() != text
-    ):
-        log(f"note: the config differs from the one {out} was started with")
-    files.write_text(out / files.CONFIG, text)
-
     start = time.perf_counter()
     exp = build(config, source)
     data, task = exp.dataset, exp.dataset.task
@@ -183,39 +121,44 @@ def train(
     history: list[dict[str, Any]] = []
     first_epoch = 1
     if resume:
-        model, opt_state, epoch, key = files.load_checkpoint(
-            checkpoint, model, opt_state, key
-        )
+        try:
+            model, opt_state, epoch, key = files.load_checkpoint(
+                checkpoint, model, opt_state, key
+            )
+        except (OSError, RuntimeError, ValueError, TypeError) as error:
+            raise ConfigError(
+                f"{source}: {checkpoint} does not fit the model and optimiser this "
+                f"config builds (changed model or optimizer options?): {error}"
+            ) from None
         history = [
             r for r in files.read_metrics(out / files.METRICS) if r["epoch"] <= epoch
         ]
         files.write_metrics(out / files.METRICS, history)
         first_epoch = epoch + 1
         log(f"resuming after epoch {epoch}")
+    # Written once the config has proved to build (and fit the checkpoint).
+    text = dump_config(config)
+    previous = out / files.CONFIG
+    if resume and previous.exists() and previous.read_text() != text:
+        log(f"note: the config differs from the one {out} was started with")
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text(out / files.CONFIG, text)
     saved = first_epoch - 1  # the epoch of the checkpoint on disk
 
     training = config.training
-    solver = eqx.nn.inference_mode(exp.layer)
     chunk = training.eval_batch_size
-
-    def evaluate(model) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-        metrics, first = evaluate_split(model, solver, task, data.test, chunk)
-        return {f"test_{k}": v for k, v in metrics.items()}, first
-
-    constant, predictor = task.trivial_theta(data.train)
-    trivial_metrics, _ = evaluate_split(None, solver, task, data.test, chunk, constant)
-    trivial = {
-        "predictor": predictor,
-        **{f"test_{k}": v for k, v in trivial_metrics.items()},
-    }
-    log(f"trivial predictor ({predictor}): {_format(trivial, task.headline)}")
+    trivial = trivial_metrics(exp, chunk)
+    log(
+        f"trivial predictor ({trivial['predictor']}): "
+        f"{format_metrics(trivial, task.headline)}"
+    )
 
     if not history:
-        record = {"epoch": 0, **evaluate(model)[0]}
+        record = {"epoch": 0, **test_metrics(exp, model, chunk)}
         files.append_metrics(out / files.METRICS, record)
         files.save_checkpoint(checkpoint, model, opt_state, 0, key)
         history.append(record)
-        log(f"epoch 0/{training.epochs}  {_format(record, task.headline)}")
+        log(f"epoch 0/{training.epochs}  {format_metrics(record, task.headline)}")
 
     n_train = int(data.train.x.shape[0])
     num_batches = n_train // training.batch_size
@@ -224,6 +167,8 @@ def train(
         order = order[: num_batches * training.batch_size].astype(np.int32)
         order = order.reshape(num_batches, training.batch_size)
         epoch_key = jax.random.fold_in(key, epoch)
+        metric = f"test {task.headline}"
+        last = f"{history[-1][f'test_{task.headline}']:.4f}"
         bar = tqdm(
             range(num_batches),
             desc=f"epoch {epoch}/{training.epochs}",
@@ -241,7 +186,8 @@ def train(
                 )  # fmt: skip
                 values.append(value)
                 if progress and time.perf_counter() - shown > 0.5:
-                    bar.set_postfix(loss=f"{float(value):.4f}")  # waits for this step
+                    # float() waits for this step; the metric is the last epoch's.
+                    bar.set_postfix({"loss": f"{float(value):.4f}", metric: last})
                     shown = time.perf_counter()
             losses = np.asarray(jnp.stack(values))  # waits for the epoch
         except eqx.EquinoxRuntimeError as error:
@@ -263,7 +209,7 @@ def train(
         record = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
-            **evaluate(model)[0],
+            **test_metrics(exp, model, chunk),
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tic,
         }
@@ -273,7 +219,7 @@ def train(
             saved = epoch
         history.append(record)
         log(
-            f"epoch {epoch}/{training.epochs}  {_format(record, task.headline)}  "
+            f"epoch {epoch}/{training.epochs}  {format_metrics(record, task.headline)}  "
             f"({train_seconds:.2f} s train, {record['eval_seconds']:.2f} s eval)"
         )
         if on_epoch_end is not None:
@@ -292,13 +238,14 @@ def finish(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the plots and `summary.json` of a finished run; return the summary."""
-    data, task = exp.dataset, exp.dataset.task
-    solver = eqx.nn.inference_mode(exp.layer)
+    task = exp.dataset.task
     title = (
         f"{config.name}: {config.model.name} + {config.loss.name} ({config.layer.name})"
     )
     plot_curves(history, trivial, task, title, out / files.CURVES)
-    _plot_examples(config, model, solver, task, data.test, out / files.EXAMPLES)
+    plot_test_examples(
+        exp, model, config.training.eval_batch_size, out / files.EXAMPLES
+    )
     trained = [r for r in history if "train_seconds" in r]
     timed = [r["train_seconds"] for r in trained[1:]] or [
         r["train_seconds"] for r in trained
@@ -329,22 +276,6 @@ def finish(
     return summary
 
 
-def _plot_examples(
-    config: Config,
-    model: Any,
-    solver: pl.AbstractPerturbed,
-    task: AbstractTask,
-    test: Batch,
-    path: pathlib.Path,
-) -> None:
-    # The first evaluation chunk: the shapes already compiled.
-    chunk = config.training.eval_batch_size
-    _, (theta, y_pred) = evaluate_split(model, solver, task, test, chunk, max_chunks=1)
-    count = min(8, len(theta))
-    shown = jax.tree.map(lambda a: a[:count], test)
-    plot_examples(task, shown, theta[:count], y_pred[:count], path)
-
-
 def _first_line(error: Exception) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if "EquinoxRuntimeError:" in line]
@@ -369,40 +300,3 @@ def _diverged(out: pathlib.Path, epoch: int, saved: int, what: str) -> TrainingD
     }
     files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
     return TrainingDiverged(message)
-
-
-def evaluate(
-    run: str | pathlib.Path, *, log: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Re-evaluate a run folder's last checkpoint on its test set.
-
-    Rebuilds the data from the saved config, loads `checkpoint.eqx`, writes
-    `evaluation.json` and `examples.png`, and returns the metrics.
-    """
-    run = pathlib.Path(run)
-    config = load_config(run / files.CONFIG)
-    exp = build(config, str(run / files.CONFIG))
-    model, _, epoch, _ = files.load_checkpoint(
-        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key
-    )
-    task, test = exp.dataset.task, exp.dataset.test
-    solver = eqx.nn.inference_mode(exp.layer)
-    metrics, _ = evaluate_split(
-        model, solver, task, test, config.training.eval_batch_size
-    )
-    constant, predictor = task.trivial_theta(exp.dataset.train)
-    trivial, _ = evaluate_split(
-        None, solver, task, test, config.training.eval_batch_size, constant
-    )
-    result = {
-        "epoch": epoch,
-        **{f"test_{k}": v for k, v in metrics.items()},
-        "trivial": {
-            "predictor": predictor,
-            **{f"test_{k}": v for k, v in trivial.items()},
-        },
-    }
-    _plot_examples(config, model, solver, task, test, run / files.EXAMPLES)
-    files.write_text(run / "evaluation.json", json.dumps(result, indent=2) + "\n")
-    log(f"{run} (epoch {epoch}): {_format(result, task.headline)}")
-    return result

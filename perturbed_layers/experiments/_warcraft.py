@@ -14,6 +14,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
+from pydantic import Field
 
 from ._options import DataOptions, PositiveInt
 from ._tasks import AbstractTask, Batch, Dataset
@@ -57,7 +58,13 @@ class WarcraftTask(AbstractTask):
         maps, y_true, costs = (np.asarray(a) for a in test)
         count = min(6, len(maps))
         axes = fig.subplots(3, count, squeeze=False)
-        vmax = float(max(costs[:count].max(), theta[:count].max()))
+        # Only cost ratios matter to a path: show θ rescaled to the true mean cost.
+        shown = (
+            theta
+            * costs.mean(axis=(1, 2), keepdims=True)
+            / theta.mean(axis=(1, 2), keepdims=True)
+        )
+        vmax = float(costs[:count].max())
         cell = maps.shape[1] / self.size
         for i in range(count):
             top, middle, bottom = axes[:, i]
@@ -67,26 +74,22 @@ class WarcraftTask(AbstractTask):
                 (y_pred[i], "red", 12),
             ):
                 rows, cols = np.nonzero(mask > 0.5)
-                top.scatter(
-                    (cols + 0.5) * cell - 0.5,
-                    (rows + 0.5) * cell - 0.5,
-                    s=size,
-                    c=colour,
-                )
+                x, y = (cols + 0.5) * cell - 0.5, (rows + 0.5) * cell - 0.5
+                top.scatter(x, y, s=size, c=colour)
             optimum = float(np.sum(costs[i] * y_true[i]))
             ratio = float(np.sum(costs[i] * y_pred[i])) / optimum
             top.set_title(f"test {i}: cost ratio {ratio:.3f}", fontsize=9)
             middle.imshow(costs[i], vmin=0, vmax=vmax, cmap="viridis")
-            bottom.imshow(theta[i], vmin=0, vmax=vmax, cmap="viridis")
+            bottom.imshow(shown[i], vmin=0, vmax=vmax, cmap="viridis")
             for ax in axes[:, i]:
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[0, 0].set_ylabel("map, paths")
         axes[1, 0].set_ylabel("true costs")
-        axes[2, 0].set_ylabel("predicted costs")
+        axes[2, 0].set_ylabel("predicted (rescaled)")
         fig.suptitle(
-            "Test maps: true shortest path (white), predicted path (red); "
-            "costs on one colour scale"
+            "Test maps: true shortest path (white), predicted path (red); predicted "
+            "costs rescaled to the true mean, one colour scale"
         )
 
 
@@ -100,11 +103,13 @@ class WarcraftMaps(DataOptions):
     layers: ClassVar[tuple[str, ...]] = WarcraftTask.layers
 
     name: Literal["warcraft"]
-    size: Literal[12, 18, 24, 30] = 12
-    num_train: PositiveInt = 10000
-    num_test: PositiveInt = 1000
-    seed: int = 0
-    path: str | None = None
+    size: Literal[12, 18, 24, 30] = Field(12, description="k, cells per side")
+    num_train: PositiveInt = Field(10000, description="training maps")
+    num_test: PositiveInt = Field(1000, description="test maps")
+    seed: int = Field(0, description="the generator's seed")
+    path: str | None = Field(
+        None, description="folder of the real dataset's .npy files (None: generate)"
+    )
 
     def build(self) -> Dataset:
         if self.path is None:

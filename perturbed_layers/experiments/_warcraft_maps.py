@@ -32,12 +32,15 @@ CELL = 8  # pixels per cell
 def _smooth_field(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     width = max(k / 6, 1.0)
     pad = int(3 * width) + 1
-    z = rng.standard_normal((n, k + 2 * pad, k + 2 * pad))
+    noise = rng.standard_normal((n, k + 2 * pad, k + 2 * pad))
     g = np.exp(-0.5 * (np.arange(-pad, pad + 1) / width) ** 2)
     g /= g.sum()
-    z = sum(g[i] * z[:, i : i + k, :] for i in range(2 * pad + 1))
-    z = sum(g[i] * z[:, :, i : i + k] for i in range(2 * pad + 1))
-    assert isinstance(z, np.ndarray)
+    rows = np.zeros((n, k, k + 2 * pad))  # a separable Gaussian blur, cropped
+    for i in range(2 * pad + 1):
+        rows += g[i] * noise[:, i : i + k, :]
+    z = np.zeros((n, k, k))
+    for i in range(2 * pad + 1):
+        z += g[i] * rows[:, :, i : i + k]
     z -= z.mean(axis=(1, 2), keepdims=True)
     return z / z.std(axis=(1, 2), keepdims=True)
 

@@ -1,0 +1,65 @@
+"""Build an experiment from a validated config: data, model, layer, loss, optimiser."""
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import optax
+from jaxtyping import PRNGKeyArray
+
+import perturbed_layers as pl
+
+from ._config import Config, ConfigError
+from ._tasks import AbstractLoss, Dataset
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything a config builds: data, model, layer, loss, optimiser, key.
+
+    `key` is the training key (noise and nothing else); the model was initialised
+    from its sibling, both split from `training.seed`.
+    """
+
+    dataset: Dataset
+    model: Any
+    layer: pl.AbstractPerturbed
+    loss: AbstractLoss
+    optimizer: optax.GradientTransformation
+    opt_state: Any
+    key: PRNGKeyArray
+
+
+def build(config: Config, source: str = "<config>") -> Experiment:
+    """Generate or load the data, then build the model, layer, loss and optimiser.
+
+    **Raises:** `ConfigError`, naming `source` and the group, if a group's options do
+    not fit the data (e.g. a conv net on feature vectors, a batch larger than the
+    training set, a missing data file).
+    """
+    try:
+        dataset = config.data.build()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source}: data: {error}") from None
+    model_key, key = jax.random.split(jax.random.key(config.training.seed))
+    in_shape, out_shape = dataset.train.x.shape[1:], dataset.train.y.shape[1:]
+    try:
+        model = config.model.build(in_shape, out_shape, key=model_key)
+    except ValueError as error:
+        raise ConfigError(f"{source}: model.name: {error}") from None
+    try:
+        layer = config.layer.build(dataset.task)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: layer: {error}") from None
+    n_train = int(dataset.train.x.shape[0])
+    if config.training.batch_size > n_train:
+        raise ConfigError(
+            f"{source}: training.batch_size: {config.training.batch_size} is larger "
+            f"than the training set ({n_train})"
+        )
+    steps = config.training.epochs * (n_train // config.training.batch_size)
+    optimizer = config.optimizer.build(steps)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    loss = config.loss.build(layer)
+    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key)
