@@ -355,3 +355,11 @@ def test_arc_weights_round_trip_and_errors():
         arc_weights(values[:, :2], ((0, 1), (0, 1)), 9)
     with pytest.raises(ValueError, match="arcs"):
         arc_indicator(dense, ((0, 9),))
+
+
+def test_pyepo_dynamic_program_equals_bellman_ford_with_ties():
+    # Integer costs in {0, 1, 2} tie often: same paths as the general solver.
+    arcs = pyepo_grid_arcs(5)
+    costs = jax.random.randint(jax.random.key(3), (256, 40), -2, 3).astype(jnp.float32)
+    general = arc_indicator(shortest_path(arc_weights(costs, arcs, 25), 0, 24), arcs)
+    np.testing.assert_array_equal(pyepo_shortest_path(costs), general)
