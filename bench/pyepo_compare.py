@@ -9,11 +9,16 @@ M ∈ {1, 3, 10} samples:
 
 - PyEPO: `pyepo.func.perturbedFenchelYoung(shortestPathModel(grid=(5, 5)),
   n_samples=M, sigma=1.0, processes=1)` (Gurobi solves every perturbed instance on
-  the host, one after another), `torch.optim.Adam`.
+  the host, one after another), `torch.optim.Adam`; PyTorch and Gurobi pinned to one
+  thread each (with their defaults, 2 threads each on this machine, PyEPO's epochs
+  were 2–8× slower and erratic whenever another process used a core: pinned is
+  PyEPO's best case here, so the ratio is conservative).
 - ours: `pl.FenchelYoungLoss(pl.Perturbed(pl.solvers.pyepo_shortest_path,
   objective="min", event_ndim=1, num_samples=M, sigma=1.0, noise=pl.Normal()))`,
   `optax.adam`, one `eqx.filter_jit` train step (the batch gathered on the device
-  from the step's indices).
+  from the step's indices). With `--variants` (run.py's full run) also `ours_scan`:
+  the same steps, the epoch's full batches in one jitted `lax.scan` (2 dispatches per
+  epoch instead of 32), for information.
 
 Data: PyEPO's `genData(2000, 5, (5, 5), deg=4, noise_width=0.5, seed=42)` split
 1000/1000 with scikit-learn's `train_test_split(test_size=1000, random_state=42)`,
@@ -31,7 +36,8 @@ with our exact JAX solver.
 
 Target (issue 6): ours ≥ 20× faster per epoch at the same regret (± 0.5 points).
 
-Usage: python bench/pyepo_compare.py [--quick] [--epochs N] [--ms 1,3,10] [--out F]
+Usage: python bench/pyepo_compare.py [--quick] [--epochs N] [--ms 1,3,10] [--variants]
+       [--out F]
 """
 
 from __future__ import annotations
@@ -201,59 +207,29 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
     return float(SPOError(pred, true, optmodel))
 
 
-# ------------------------------------------------------ a DAG solver (prototype)
-
-
-def dag_grid_shortest_path(arc_costs, m: int = GRID):
-    """Prototype, bench-only: the same shortest path as `pl.solvers.pyepo_shortest_path`
-    by dynamic programming in topological order (PyEPO's grid is a DAG: node v has at
-    most two in-arcs, from v − 1 and from v − m), then a static backtrack. 2(m−1)² + …
-    elementwise ops instead of Bellman–Ford's dense n × n rounds. Ties (measure zero
-    under noise) go to the horizontal arc, not as in `shortest_path`."""
-    arcs = pl.solvers.pyepo_grid_arcs(m)
-    index = {a: k for k, a in enumerate(arcs)}
-    batch = arc_costs.shape[:-1]
-    dist = [jnp.zeros(batch, arc_costs.dtype)] + [None] * (m * m - 1)
-    from_above: list[Any] = [None] * (m * m)
-    for v in range(1, m * m):
-        i, j = divmod(v, m)
-        left = dist[v - 1] + arc_costs[..., index[(v - 1, v)]] if j else None
-        up = dist[v - m] + arc_costs[..., index[(v - m, v)]] if i else None
-        if left is None or up is None:
-            dist[v] = up if left is None else left
-        else:
-            from_above[v] = up < left
-            dist[v] = jnp.minimum(left, up)
-    y: list[Any] = [None] * len(arcs)
-    false = jnp.zeros(batch, bool)
-    on = {m * m - 1: jnp.ones(batch, bool)}
-    for v in range(m * m - 1, 0, -1):
-        i, j = divmod(v, m)
-        here = on.get(v, false)
-        up = here & from_above[v] if (i and j) else (here if i else false)
-        left = here & ~up if j else false
-        if i:
-            y[index[(v - m, v)]] = up
-            on[v - m] = on.get(v - m, false) | up
-        if j:
-            y[index[(v - 1, v)]] = left
-            on[v - 1] = on.get(v - 1, false) | left
-    return jnp.stack(y, -1).astype(arc_costs.dtype)
-
-
 # ------------------------------------------------------------------------- ours
 
 
 class OursTrainer:
+    """Our side. `scan=False`: one `eqx.filter_jit` step per batch (the protocol);
+    `scan=True` (a variant): the epoch's full batches in one `lax.scan` inside one
+    jitted call (then the last, smaller batch), the same steps with fewer dispatches."""
+
     def __init__(
-        self, m: int, w: np.ndarray, b: np.ndarray, data, seed: int, solver=None
+        self,
+        m: int,
+        w: np.ndarray,
+        b: np.ndarray,
+        data,
+        seed: int,
+        scan: bool = False,
     ):
         model = eqx.nn.Linear(NUM_FEATURES, w.shape[0], key=jax.random.key(0))
         model = eqx.tree_at(
             lambda mm: (mm.weight, mm.bias), model, (jnp.asarray(w), jnp.asarray(b))
         )
         layer = pl.Perturbed(
-            solver or pl.solvers.pyepo_shortest_path,
+            pl.solvers.pyepo_shortest_path,
             objective="min",
             event_ndim=1,
             num_samples=m,
@@ -266,9 +242,9 @@ class OursTrainer:
         # The true optimal paths, precomputed once (as PyEPO's optDataset does).
         self.y = _exact(jnp.asarray(data["c_train"]))
         self.key = jax.random.key(seed)
+        self.scan = scan
 
-        @eqx.filter_jit
-        def step(model, opt_state, x_all, y_all, idx, key, i):
+        def raw_step(model, opt_state, x_all, y_all, idx, key, i):
             x, y = x_all[idx], y_all[idx]
 
             def loss_fn(model):
@@ -280,31 +256,60 @@ class OursTrainer:
             updates, opt_state = opt.update(grads, opt_state, model)
             return eqx.apply_updates(model, updates), opt_state, value
 
-        self.step = step
+        @eqx.filter_jit
+        def scan_steps(model, opt_state, x_all, y_all, idx, key, i0):
+            params, static = eqx.partition(model, eqx.is_array)
+
+            def body(carry, inp):
+                params, opt_state = carry
+                idx_k, k = inp
+                model, opt_state, value = raw_step(
+                    eqx.combine(params, static), opt_state, x_all, y_all, idx_k, key, k
+                )
+                return (eqx.filter(model, eqx.is_array), opt_state), value
+
+            steps = i0 + jnp.arange(idx.shape[0], dtype=jnp.int32)
+            (params, opt_state), values = jax.lax.scan(
+                body, (params, opt_state), (idx, steps)
+            )
+            return eqx.combine(params, static), opt_state, values
+
+        self.step = eqx.filter_jit(raw_step)
+        self.scan_steps = scan_steps
         self.model = model
         self.opt_state = opt.init(eqx.filter(model, eqx.is_array))
         self.i = 0
 
-    def compile(self, batch_sizes: set[int]) -> float:
-        """Trace and compile the step for each batch shape (results discarded)."""
+    def _split(self, batches: list[np.ndarray]):
+        full = [b for b in batches if len(b) == BATCH]
+        rest = [b for b in batches if len(b) != BATCH]
+        return np.stack(full).astype(np.int32), rest
+
+    def compile(self, batches: list[np.ndarray]) -> float:
+        """Trace and compile for the epoch's shapes (results discarded)."""
         t0 = time.perf_counter()
-        for bs in sorted(batch_sizes):
-            out = self.step(
-                self.model,
-                self.opt_state,
-                self.x,
-                self.y,
-                np.arange(bs, dtype=np.int32),
-                self.key,
-                np.int32(0),
-            )
-            C.block(out)
+        args = (self.model, self.opt_state, self.x, self.y)
+        if self.scan:
+            full, rest = self._split(batches)
+            C.block(self.scan_steps(*args, full, self.key, np.int32(0)))
+        else:
+            rest = batches
+        for bs in sorted({len(b) for b in rest}):
+            idx = np.arange(bs, dtype=np.int32)
+            C.block(self.step(*args, idx, self.key, np.int32(0)))
         return time.perf_counter() - t0
 
     def epoch(self, batches: list[np.ndarray]) -> float:
         model, opt_state = self.model, self.opt_state
         t0 = time.perf_counter()
-        for idx in batches:
+        rest = batches
+        if self.scan:
+            full, rest = self._split(batches)
+            model, opt_state, _ = self.scan_steps(
+                model, opt_state, self.x, self.y, full, self.key, np.int32(self.i)
+            )
+            self.i += len(full)
+        for idx in rest:
             model, opt_state, _ = self.step(
                 model,
                 opt_state,
@@ -387,7 +392,7 @@ def run(
     epochs: int | None = None,
     ms: tuple[int, ...] = MS,
     seed: int = 42,
-    dp_prototype: bool = False,
+    variants: bool = False,
     log_fn=None,
 ) -> dict[str, Any]:
     """Train both sides for each M, interleaved by epoch; return the results dict."""
@@ -411,10 +416,13 @@ def run(
             "ours": "FenchelYoungLoss(Perturbed(pyepo_shortest_path, objective='min', "
             "event_ndim=1, num_samples=M, sigma=1.0, noise=Normal())), optax.adam, "
             "eqx.filter_jit step",
-            "ours_dag_dp": "(only with dp_prototype) ours with the bench-only DAG "
-            "dynamic-programming solver dag_grid_shortest_path instead of "
-            "pl.solvers.pyepo_shortest_path (Bellman-Ford): what a DAG solver in the "
-            "package would give",
+            "variants": "(with variants=True, information only) ours_scan: the "
+            "epoch's full batches in one jitted lax.scan, then the last batch: the "
+            "same steps with 2 dispatches per epoch instead of 32",
+            "threads": "PyEPO side pinned to one thread (torch.set_num_threads(1), "
+            "Gurobi Threads=1): with the defaults (2 torch threads, Gurobi automatic) "
+            "its epochs were 2-8x slower and erratic whenever another process used a "
+            "core; pinned is PyEPO's best here, so the ratio is conservative",
             "timing": "seconds per epoch (1000 training instances), epochs "
             "interleaved PyEPO/ours, paired ratio per epoch",
             "regret": "normalised regret on the 1000 test instances, "
@@ -429,25 +437,27 @@ def run(
         log(f"PyEPO side skipped: {reason}")
     optmodel = None
     if ok:
+        import torch
         from pyepo.model.grb import shortestPathModel
 
+        res["setup"]["torch_threads_default"] = torch.get_num_threads()
+        torch.set_num_threads(1)
         optmodel = shortestPathModel(grid=(GRID, GRID))
+        optmodel._model.Params.Threads = 1
     w0, b0 = init_weights(seed)
     n_train = len(data["x_train"])
-    sizes = {BATCH, n_train % BATCH or BATCH}
     for m in ms:
         trainers: dict[str, Any] = {}
         compile_s: dict[str, float] = {}
         if ok:
             trainers["pyepo"] = PyEPOTrainer(m, w0, b0, data, optmodel)
         trainers["ours"] = OursTrainer(m, w0, b0, data, seed)
-        if dp_prototype:
-            trainers["ours_dag_dp"] = OursTrainer(
-                m, w0, b0, data, seed, solver=dag_grid_shortest_path
-            )
+        if variants:
+            trainers["ours_scan"] = OursTrainer(m, w0, b0, data, seed, scan=True)
+        shapes = epoch_batches(np.random.default_rng(seed), n_train)
         for name, tr in trainers.items():
             if name != "pyepo":
-                compile_s[name] = tr.compile(sizes)
+                compile_s[name] = tr.compile(shapes)
         rng = np.random.default_rng(seed)
         times: dict[str, list[float]] = {name: [] for name in trainers}
         names = list(trainers)
@@ -497,7 +507,7 @@ def render(res: dict[str, Any]) -> str:
     rows = []
     for m, e in res["by_M"].items():
         t = e.get("pyepo")
-        for name in ("ours", "ours_dag_dp"):
+        for name in ("ours", "ours_scan"):
             o = e.get(name)
             if o is None:
                 continue
@@ -543,9 +553,9 @@ def main() -> None:
     p.add_argument("--ms", default=",".join(map(str, MS)))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
-        "--dp-prototype",
+        "--variants",
         action="store_true",
-        help="also train ours with the bench-only DAG solver (what it would give)",
+        help="also train ours with the epoch in one lax.scan (fewer dispatches)",
     )
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = p.parse_args()
@@ -554,7 +564,7 @@ def main() -> None:
         epochs=args.epochs,
         ms=tuple(int(s) for s in args.ms.split(",")),
         seed=args.seed,
-        dp_prototype=args.dp_prototype,
+        variants=args.variants,
     )
     res["env"] = C.env_info()
     out = args.out or C.RESULTS_DIR / (

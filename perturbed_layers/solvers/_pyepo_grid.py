@@ -148,12 +148,15 @@ def pyepo_shortest_path(
     from_left = [jnp.zeros(batch, bool)]
     for v in range(1, m * m):
         i, j = divmod(v, m)
-        left = dist[v - 1] + costs[..., index[(v - 1, v)]] if j > 0 else None
-        up = dist[v - m] + costs[..., index[(v - m, v)]] if i > 0 else None
-        if up is None or left is None:
-            dist.append(up if left is None else left)
-            from_left.append(jnp.full(batch, left is not None))
+        if i == 0:  # first row: only from the left
+            dist.append(dist[v - 1] + costs[..., index[(v - 1, v)]])
+            from_left.append(jnp.ones(batch, bool))
+        elif j == 0:  # first column: only from above
+            dist.append(dist[v - m] + costs[..., index[(v - m, v)]])
+            from_left.append(jnp.zeros(batch, bool))
         else:
+            left = dist[v - 1] + costs[..., index[(v - 1, v)]]
+            up = dist[v - m] + costs[..., index[(v - m, v)]]
             dist.append(jnp.minimum(left, up))
             from_left.append(left < up)
     from_left_all = jnp.stack(from_left, axis=-1)
