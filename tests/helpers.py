@@ -1,7 +1,10 @@
 """Closed-form oracles and the configured layers the tests parametrise over."""
 
+import importlib.util
 import itertools
 import math
+import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,3 +71,29 @@ def core_layers(num_samples=1000, sigma=0.5, **kwargs):
             2, num_samples=num_samples, sigma=sigma, noise=pl.Gumbel(), **kwargs
         ),
     ]
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> Any:
+    """Import `examples/<name>.py` as a module."""
+    spec = importlib.util.spec_from_file_location(
+        f"examples_{name}", EXAMPLES / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example(name: str, tmp_path_factory: Any) -> dict[str, Any]:
+    """Run `examples/<name>.py`'s `main` with its figure in a fresh folder."""
+    out = tmp_path_factory.mktemp(name)
+    result = load_example(name).main(["--out", str(out)])
+    figure = pathlib.Path(result["figure"])
+    assert figure.parent == out
+    # A PNG that was really drawn: the signature, and more than a blank canvas.
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure.stat().st_size > 20_000
+    return result

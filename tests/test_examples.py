@@ -7,55 +7,30 @@ next to each assertion; with the seeds pinned the runs are deterministic, so a
 failure means a change in behaviour, not bad luck.
 """
 
-import importlib.util
 import math
-import pathlib
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
+from helpers import run_example
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 EULER_GAMMA = 0.5772156649015329
 
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"examples_{name}", EXAMPLES / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp(name)
-    result = _load(name).main(["--out", str(out)])
-    figure = pathlib.Path(result["figure"])
-    assert figure.parent == out
-    # A PNG that was really drawn: the signature, and more than a blank canvas.
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert figure.stat().st_size > 20_000
-    return result
-
-
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory):
-    return _run("optax_notebook", tmp_path_factory)
+    return run_example("optax_notebook", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def sign_or(tmp_path_factory):
-    return _run("perturbed_or", tmp_path_factory)
+    return run_example("perturbed_or", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
-    return _run("quickstart", tmp_path_factory)
+    return run_example("quickstart", tmp_path_factory)
 
 
 # ------------------------------------------------------------ optax notebook

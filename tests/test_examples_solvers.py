@@ -7,49 +7,23 @@ tolerances are a few Monte-Carlo standard errors, worked out next to each assert
 so that a failure means a change in behaviour rather than bad luck.
 """
 
-import importlib.util
 import math
-import pathlib
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+from helpers import load_example, run_example
 
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"examples_{name}", EXAMPLES / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp(name)
-    result = _load(name).main(["--out", str(out)])
-    figure = pathlib.Path(result["figure"])
-    assert figure.parent == out
-    # A PNG that was really drawn: the signature, and more than a blank canvas.
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert figure.stat().st_size > 20_000
-    return result
-
-
 @pytest.fixture(scope="module")
 def nine_nodes(tmp_path_factory):
-    return _run("shortest_path_9_nodes", tmp_path_factory)
+    return run_example("shortest_path_9_nodes", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def matching(tmp_path_factory):
-    return _run("perturbed_matching", tmp_path_factory)
+    return run_example("perturbed_matching", tmp_path_factory)
 
 
 def _binomial_se(p: float, m: int) -> float:
@@ -93,7 +67,7 @@ def test_nine_nodes_solution_is_a_mean_of_paths(nine_nodes):
     expected[0], expected[8] = 1.0, -1.0
     np.testing.assert_allclose(net_out, expected, atol=1e-5)
     # No weight off the graph's arcs.
-    module = _load("shortest_path_9_nodes")
+    module = load_example("shortest_path_9_nodes")
     arcs = set(module.FIXED_ARCS) | set(module.VARIABLE_ARCS)
     off_graph = [y[i, j] for i in range(9) for j in range(9) if (i, j) not in arcs]
     assert max(off_graph) == 0.0
