@@ -363,3 +363,9 @@ def test_pyepo_dynamic_program_equals_bellman_ford_with_ties():
     costs = jax.random.randint(jax.random.key(3), (256, 40), -2, 3).astype(jnp.float32)
     general = arc_indicator(shortest_path(arc_weights(costs, arcs, 25), 0, 24), arcs)
     np.testing.assert_array_equal(pyepo_shortest_path(costs), general)
+
+
+def test_pyepo_non_finite_costs_are_an_error():
+    costs = jnp.ones((2, 40)).at[1, 5].set(jnp.nan)
+    with pytest.raises(Exception, match="finite arc costs"):
+        jax.block_until_ready(jax.jit(pyepo_shortest_path)(costs))

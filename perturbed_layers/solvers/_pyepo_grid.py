@@ -1,5 +1,6 @@
 """Arc-cost vectors on PyEPO's grid DAG, and the dense weights `shortest_path` takes."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -143,6 +144,12 @@ def pyepo_shortest_path(
         )
     index = {arc: k for k, arc in enumerate(arcs)}
     costs = jax.lax.stop_gradient(arc_costs)
+    costs = eqx.error_if(
+        costs,
+        ~jnp.all(jnp.isfinite(costs)),
+        "pyepo_shortest_path needs finite arc costs (got NaN or inf): every arc of "
+        "the grid exists, and a non-finite cost has no shortest path.",
+    )
     batch = costs.shape[:-1]
     dist = [jnp.zeros(batch, costs.dtype)]
     from_left = [jnp.zeros(batch, bool)]
