@@ -11,6 +11,7 @@ from jaxtyping import PRNGKeyArray
 import perturbed_layers as pl
 
 from ._config import Config, ConfigError
+from ._parallel import SAMPLES
 from ._tasks import AbstractLoss, Dataset
 
 
@@ -49,7 +50,8 @@ def build(config: Config, source: str = "<config>") -> Experiment:
     except ValueError as error:
         raise ConfigError(f"{source}: model.name: {error}") from None
     try:
-        layer = config.layer.build(dataset.task)
+        sample_axis = SAMPLES if config.mesh.samples > 1 else None
+        layer = config.layer.build(dataset.task, sample_axis=sample_axis)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: layer: {error}") from None
     n_train = int(dataset.train.x.shape[0])

@@ -72,13 +72,14 @@ class _PerturbedOptions(LayerOptions):
             )
         return self
 
-    def common(self) -> dict:
+    def common(self, sample_axis: str | None) -> dict:
         return dict(
             num_samples=self.num_samples,
             sigma=self.sigma,
             noise=NOISES[self.noise](),
             perturbation=self.perturbation,
             chunk_size=self.chunk_size,
+            sample_axis=sample_axis,
         )
 
 
@@ -88,7 +89,9 @@ class PyEPOLayer(_PerturbedOptions):
 
     name: Literal["pyepo_shortest_path"]
 
-    def build(self, task: AbstractTask) -> pl.AbstractPerturbed:
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
         assert isinstance(task, PyEPOTask)
         return pl.Perturbed(
             functools.partial(pl.solvers.pyepo_shortest_path, m=task.grid),
@@ -97,7 +100,7 @@ class PyEPOLayer(_PerturbedOptions):
             # Every source-sink path has 2(m - 1) arcs, so adding a constant to all
             # arc costs never changes the solution.
             shift_invariant=True,
-            **self.common(),
+            **self.common(sample_axis),
         )
 
 
@@ -109,9 +112,13 @@ class GridShortestPathLayer(_PerturbedOptions):
     name: Literal["grid_shortest_path"]
     connectivity: Literal[4, 8] = Field(8, description="8: king moves, 4: rook moves")
 
-    def build(self, task: AbstractTask) -> pl.AbstractPerturbed:
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
         assert isinstance(task, WarcraftTask)
-        return pl.PerturbedShortestPath(connectivity=self.connectivity, **self.common())
+        return pl.PerturbedShortestPath(
+            connectivity=self.connectivity, **self.common(sample_axis)
+        )
 
 
 class RankingLayer(_PerturbedOptions):
@@ -119,9 +126,11 @@ class RankingLayer(_PerturbedOptions):
 
     name: Literal["ranking"]
 
-    def build(self, task: AbstractTask) -> pl.AbstractPerturbed:
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
         del task
-        return pl.PerturbedRanking(**self.common())
+        return pl.PerturbedRanking(**self.common(sample_axis))
 
 
 LAYERS: dict[str, type[LayerOptions]] = {

@@ -10,6 +10,8 @@ layer: {name: pyepo_shortest_path, num_samples: 3, sigma: 1.0}   # LAYERS (+ NOI
 loss: {name: fenchel_young}                  # LOSSES
 optimizer: {name: adam, learning_rate: 1.0e-2}                   # OPTIMIZERS
 training: {epochs: 20, batch_size: 32, seed: 0}
+mesh: {data: auto, samples: 1}               # optional: devices (see _parallel.py)
+distributed: {initialize: auto}              # optional: jax.distributed
 ```
 
 **Why pydantic (v2).** The schema is plain, type-checked Python: one model class per
@@ -54,6 +56,7 @@ from ._options import (
     PositiveInt,
     describe,
 )
+from ._parallel import DistributedOptions, MeshOptions
 from ._pyepo import PyEPOShortestPath
 from ._ranking import LabelRanking
 from ._warcraft import WarcraftMaps
@@ -98,6 +101,8 @@ class Config(BaseModel):
     loss: LossOptions
     optimizer: OptimizerOptions
     training: TrainingOptions
+    mesh: MeshOptions = Field(default_factory=MeshOptions)
+    distributed: DistributedOptions = Field(default_factory=DistributedOptions)
 
 
 def registries() -> dict[str, Mapping[str, type[Options]]]:
@@ -195,8 +200,13 @@ def _valid_keys(path: list[str], raw: dict) -> list[str]:
     if len(path) == 1:
         return list(Config.model_fields)
     group = path[0]
-    if group == "training":
-        return list(TrainingOptions.model_fields)
+    plain = {
+        "training": TrainingOptions,
+        "mesh": MeshOptions,
+        "distributed": DistributedOptions,
+    }
+    if group in plain:
+        return list(plain[group].model_fields)
     entry = registries().get(group, {}).get(str(raw.get(group, {}).get("name")))
     return list(entry.model_fields) if entry is not None else []
 
@@ -258,7 +268,8 @@ def config_from_dict(
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: a config is a mapping of groups (data, model, layer, loss, "
-            f"optimizer, training), got {type(raw).__name__}"
+            f"optimizer, training; optional: mesh, distributed), got "
+            f"{type(raw).__name__}"
         )
     raw, applied = apply_overrides(raw, overrides, source)
     raw.setdefault("name", pathlib.Path(source).stem)

@@ -79,12 +79,15 @@ class ModelOptions(Options):
 
 
 class LayerOptions(Options):
-    """A perturbed layer for a task."""
+    """A perturbed layer for a task; `sample_axis` names the mesh axis its samples
+    are split over, if any."""
 
     kind: ClassVar[str] = "layer"
 
     @abc.abstractmethod
-    def build(self, task: AbstractTask) -> pl.AbstractPerturbed: ...
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed: ...
 
 
 class LossOptions(Options):

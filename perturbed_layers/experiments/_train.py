@@ -14,6 +14,11 @@ with the same metrics.
 **Failure.** A NaN or infinite loss (or parameters), or a solver that refuses
 non-finite costs, stops the run with `TrainingDiverged` before the epoch's checkpoint is
 written: the last good checkpoint stays in place.
+
+**Devices.** The step runs on the `data × samples` mesh of the config's `mesh:` group
+(by default every device splits the batch), over one process or several
+(`distributed:`); see `_parallel.py`. Process 0 alone logs and writes the run folder.
+Checkpoints hold plain arrays, so a run resumes on any number of devices.
 """
 
 import json
@@ -27,11 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 from jaxtyping import Array, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from . import _run_folder as files
+from . import _parallel as parallel, _run_folder as files
 from ._build import Experiment, build
 from ._config import Config, ConfigError, dump_config
 from ._evaluation import (
@@ -54,13 +60,13 @@ def train_step(
     opt_state: Any,
     loss: AbstractLoss,
     optimizer: optax.GradientTransformation,
-    train: Batch,
-    index: ArrayLike,
-    key: PRNGKeyArray,
+    batches: Batch,
     step: ArrayLike,
+    key: PRNGKeyArray,
 ) -> tuple[Any, Any, Array]:
-    """One step on the batch `train[index]`: mean loss, gradient, update."""
-    batch = jax.tree.map(lambda a: a[index], train)
+    """One step on the batch `batches[step]` (of an epoch's `(steps, batch, ...)`
+    batches): mean loss, gradient, update. The noise key is `fold_in(key, step)`."""
+    batch = jax.tree.map(lambda a: a[step], batches)
     key = jax.random.fold_in(key, step)
 
     def mean_loss(model):
@@ -73,8 +79,8 @@ def train_step(
 
 
 def _finite(model: Any) -> bool:
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
-    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+    leaves = jax.tree.leaves(parallel.to_host(eqx.filter(model, eqx.is_inexact_array)))
+    return all(bool(np.all(np.isfinite(leaf))) for leaf in leaves)
 
 
 def train(
@@ -103,6 +109,13 @@ def train(
     `FileExistsError` / `FileNotFoundError` for a folder that does / does not hold a
     run when `resume` is False / True.
     """
+    try:
+        parallel.initialize_distributed(config.distributed, source)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    main = parallel.is_main_process()
+    if not main:
+        log, progress = _silent, False
     out = pathlib.Path(out)
     checkpoint = out / files.CHECKPOINT
     if resume and not checkpoint.exists():
@@ -112,11 +125,23 @@ def train(
             f"{out} already holds a run: pass --resume to continue it, or choose "
             "another --out"
         )
+    parallel.sync("perturbed_layers: run folder checked")  # before process 0 writes
     start = time.perf_counter()
     exp = build(config, source)
     data, task = exp.dataset, exp.dataset.task
+    training = config.training
+    try:
+        mesh = parallel.make_mesh(
+            config.mesh,
+            batch_size=training.batch_size,
+            num_samples=exp.layer.num_samples,
+            chunk_size=exp.layer.chunk_size,
+        )
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
     log(f"run folder: {out}")
     log(f"data: {data.description} ({time.perf_counter() - start:.1f} s)")
+    log(f"devices: {_describe(mesh)}")
     model, opt_state, key = exp.model, exp.opt_state, exp.key
     history: list[dict[str, Any]] = []
     first_epoch = 1
@@ -133,19 +158,29 @@ def train(
         history = [
             r for r in files.read_metrics(out / files.METRICS) if r["epoch"] <= epoch
         ]
-        files.write_metrics(out / files.METRICS, history)
         first_epoch = epoch + 1
         log(f"resuming after epoch {epoch}")
+    parallel.sync("perturbed_layers: checkpoint read")  # before process 0 rewrites
     # Written once the config has proved to build (and fit the checkpoint).
     text = dump_config(config)
     previous = out / files.CONFIG
     if resume and previous.exists() and previous.read_text() != text:
         log(f"note: the config differs from the one {out} was started with")
-    out.mkdir(parents=True, exist_ok=True)
-    files.write_text(out / files.CONFIG, text)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            files.write_metrics(out / files.METRICS, history)
+        files.write_text(out / files.CONFIG, text)
     saved = first_epoch - 1  # the epoch of the checkpoint on disk
 
-    training = config.training
+    def save(model: Any, opt_state: Any, epoch: int) -> None:
+        if main:
+            host = parallel.to_host((model, opt_state))
+            files.save_checkpoint(checkpoint, *host, epoch, exp.key)
+
+    def evaluate(model: Any) -> dict[str, float]:
+        return test_metrics(exp, parallel.local_copy(model), chunk)
+
     chunk = training.eval_batch_size
     trivial = trivial_metrics(exp, chunk)
     log(
@@ -154,19 +189,24 @@ def train(
     )
 
     if not history:
-        record = {"epoch": 0, **test_metrics(exp, model, chunk)}
-        files.append_metrics(out / files.METRICS, record)
-        files.save_checkpoint(checkpoint, model, opt_state, 0, key)
+        record = {"epoch": 0, **evaluate(model)}
+        if main:
+            files.append_metrics(out / files.METRICS, record)
+        save(model, opt_state, 0)
         history.append(record)
         log(f"epoch 0/{training.epochs}  {format_metrics(record, task.headline)}")
 
+    # Parameters, optimiser state and key on every device of the mesh; the training
+    # set on the host, from which each epoch's batches are placed (each process its
+    # own rows).
+    model, opt_state, key = parallel.replicate((model, opt_state, key), mesh)
+    train_rows = parallel.to_host(data.train)
     n_train = int(data.train.x.shape[0])
     num_batches = n_train // training.batch_size
     for epoch in range(first_epoch, training.epochs + 1):
         order = np.random.default_rng((training.seed, epoch)).permutation(n_train)
         order = order[: num_batches * training.batch_size].astype(np.int32)
         order = order.reshape(num_batches, training.batch_size)
-        epoch_key = jax.random.fold_in(key, epoch)
         metric = f"test {task.headline}"
         last = f"{history[-1][f'test_{task.headline}']:.4f}"
         bar = tqdm(
@@ -179,20 +219,24 @@ def train(
         tic, shown = time.perf_counter(), time.perf_counter()
         values = []
         try:
-            for step in bar:
-                model, opt_state, value = train_step(
-                    model, opt_state, exp.loss, exp.optimizer, data.train,
-                    order[step], epoch_key, np.int32(step),
-                )  # fmt: skip
-                values.append(value)
-                if progress and time.perf_counter() - shown > 0.5:
-                    # float() waits for this step; the metric is the last epoch's.
-                    bar.set_postfix({"loss": f"{float(value):.4f}", metric: last})
-                    shown = time.perf_counter()
-            losses = np.asarray(jnp.stack(values))  # waits for the epoch
+            with jax.set_mesh(mesh):
+                batches = parallel.epoch_batches(train_rows, order, mesh)
+                epoch_key = jax.random.fold_in(key, epoch)
+                for step in bar:
+                    model, opt_state, value = train_step(
+                        model, opt_state, exp.loss, exp.optimizer, batches,
+                        np.int32(step), epoch_key,
+                    )  # fmt: skip
+                    values.append(value)
+                    if progress and time.perf_counter() - shown > 0.5:
+                        # Waits for this step; the metric is the last epoch's.
+                        loss = float(parallel.to_host(value))
+                        bar.set_postfix({"loss": f"{loss:.4f}", metric: last})
+                        shown = time.perf_counter()
+                losses = parallel.to_host(jnp.stack(values))  # waits for the epoch
         except eqx.EquinoxRuntimeError as error:
             what = f"the solver refused its input ({_first_line(error)})"
-            raise _diverged(out, epoch, saved, what) from None
+            raise _diverged(out, epoch, saved, what, main) from None
         finally:
             bar.close()
         train_seconds = time.perf_counter() - tic
@@ -202,20 +246,23 @@ def train(
             what = (
                 f"the training loss is {losses[step]} at step {step + 1}/{num_batches}"
             )
-            raise _diverged(out, epoch, saved, what)
+            raise _diverged(out, epoch, saved, what, main)
         if not _finite(model):
-            raise _diverged(out, epoch, saved, "the parameters are no longer finite")
+            raise _diverged(
+                out, epoch, saved, "the parameters are no longer finite", main
+            )
         tic = time.perf_counter()
         record = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
-            **test_metrics(exp, model, chunk),
+            **evaluate(model),
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tic,
         }
-        files.append_metrics(out / files.METRICS, record)
+        if main:
+            files.append_metrics(out / files.METRICS, record)
         if epoch % training.checkpoint_every == 0 or epoch == training.epochs:
-            files.save_checkpoint(checkpoint, model, opt_state, epoch, key)
+            save(model, opt_state, epoch)
             saved = epoch
         history.append(record)
         log(
@@ -225,7 +272,20 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    return finish(config, out, model, exp, history, trivial, log)
+    model = parallel.local_copy(model)
+    return finish(config, out, model, exp, history, trivial, log, write=main)
+
+
+def _silent(message: str) -> None:
+    del message
+
+
+def _describe(mesh: Mesh) -> str:
+    data, samples = mesh.shape[parallel.DATA], mesh.shape[parallel.SAMPLES]
+    kind = mesh.devices.flat[0].platform
+    where = f"{jax.process_count()} processes" if jax.process_count() > 1 else ""
+    split = f"batch over {data}" + (f", samples over {samples}" if samples > 1 else "")
+    return f"{data * samples} {kind} device(s){', ' + where if where else ''} ({split})"
 
 
 def finish(
@@ -236,16 +296,20 @@ def finish(
     history: list[dict[str, Any]],
     trivial: dict[str, Any],
     log: Callable[[str], None] = print,
+    *,
+    write: bool = True,
 ) -> dict[str, Any]:
-    """Write the plots and `summary.json` of a finished run; return the summary."""
+    """Write the plots and `summary.json` of a finished run (if `write`); return
+    the summary."""
     task = exp.dataset.task
     title = (
         f"{config.name}: {config.model.name} + {config.loss.name} ({config.layer.name})"
     )
-    plot_curves(history, trivial, task, title, out / files.CURVES)
-    plot_test_examples(
-        exp, model, config.training.eval_batch_size, out / files.EXAMPLES
-    )
+    if write:
+        plot_curves(history, trivial, task, title, out / files.CURVES)
+        plot_test_examples(
+            exp, model, config.training.eval_batch_size, out / files.EXAMPLES
+        )
     trained = [r for r in history if "train_seconds" in r]
     timed = [r["train_seconds"] for r in trained[1:]] or [
         r["train_seconds"] for r in trained
@@ -269,7 +333,8 @@ def finish(
             )
         ),
     }
-    files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    if write:
+        files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
     log(
         f"summary: {out / files.SUMMARY}; plots: {out / files.CURVES}, {out / files.EXAMPLES}"
     )
@@ -286,7 +351,9 @@ def _first_line(error: Exception) -> str:
     )
 
 
-def _diverged(out: pathlib.Path, epoch: int, saved: int, what: str) -> TrainingDiverged:
+def _diverged(
+    out: pathlib.Path, epoch: int, saved: int, what: str, write: bool
+) -> TrainingDiverged:
     message = (
         f"training diverged in epoch {epoch}: {what}. Stopped; the last good "
         f"checkpoint ({out / files.CHECKPOINT}, epoch {saved}) is kept. Try a lower "
@@ -298,5 +365,6 @@ def _diverged(out: pathlib.Path, epoch: int, saved: int, what: str) -> TrainingD
         "checkpoint_epoch": saved,
         "message": message,
     }
-    files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    if write:
+        files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
     return TrainingDiverged(message)
