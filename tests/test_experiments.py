@@ -46,6 +46,11 @@ def _error(overrides, path=PYEPO) -> str:
         (["layer.noise=cauchy"], "layer.noise", "'normal', 'gumbel'"),
         (["layer.name=ranking"], "layer.name", "does not fit dataset"),
         (["loss.target=costs"], "loss.target", "unknown key"),  # not a FY option
+        (["mesh.data=0"], "mesh.data", "greater than 0"),
+        (["mesh.dat=2"], "mesh.dat", "valid keys here: data, samples"),
+        (["mesh.samples=auto"], "mesh.samples", "valid integer"),
+        (["distributed.process_id=-1"], "distributed.process_id", "greater than or"),
+        (["distributed.initialize=maybe"], "distributed.initialize", "'auto'"),
     ],
 )
 def test_config_errors_name_the_key_and_the_file(overrides, key, words):

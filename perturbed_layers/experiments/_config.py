@@ -189,10 +189,15 @@ def _locate(loc: Sequence[Any], raw: Any) -> list[str]:
             node = node[part]
         elif isinstance(node, dict) and node.get("name") == part:
             continue  # the tag pydantic adds for a discriminated union
+        elif isinstance(node, dict) or node is _ABSENT:
+            path.append(str(part))  # a key that is missing or not allowed
+            node = _ABSENT
         else:
-            path.append(str(part))
-            node = None
+            break  # below a value: the member tags of a union (`int | "auto"`)
     return path
+
+
+_ABSENT = object()
 
 
 def _valid_keys(path: list[str], raw: dict) -> list[str]:
@@ -248,10 +253,14 @@ def _via(path: str, applied: Mapping[str, str]) -> str:
 def _format(
     error: ValidationError, raw: dict, source: str, applied: Mapping[str, str]
 ) -> str:
-    lines = []
+    messages: dict[str, list[str]] = {}  # a value failing each member of a union
     for item in error.errors():
         path, message = _message(item, raw)
-        lines.append(f"{source}: {path}: {message}{_via(path, applied)}")
+        messages.setdefault(path, []).append(message)
+    lines = [
+        f"{source}: {path}: {'; or: '.join(texts)}{_via(path, applied)}"
+        for path, texts in messages.items()
+    ]
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
