@@ -207,7 +207,9 @@ def test_two_processes_train_like_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     def metrics(folder):
-        return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [
+            json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()
+        ]
 
     got, want = metrics(multi), metrics(single)
     assert [r["epoch"] for r in got] == [0, 1, 2]

@@ -101,8 +101,8 @@ class Config(BaseModel):
     loss: LossOptions
     optimizer: OptimizerOptions
     training: TrainingOptions
-    mesh: MeshOptions = Field(default_factory=MeshOptions)
-    distributed: DistributedOptions = Field(default_factory=DistributedOptions)
+    mesh: MeshOptions = MeshOptions()
+    distributed: DistributedOptions = DistributedOptions()
 
 
 def registries() -> dict[str, Mapping[str, type[Options]]]:

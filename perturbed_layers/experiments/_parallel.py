@@ -60,11 +60,11 @@ class MeshOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     data: PositiveInt | Literal["auto"] = Field(
-        "auto",
+        default="auto",
         description="devices the batch is split over (auto: all devices / samples)",
     )
     samples: PositiveInt = Field(
-        1, description="devices each instance's M samples are split over"
+        default=1, description="devices each instance's M samples are split over"
     )
 
 
@@ -73,18 +73,20 @@ class DistributedOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     initialize: bool | Literal["auto"] = Field(
-        "auto",
+        default="auto",
         description="call jax.distributed.initialize (auto: if a coordinator is "
         "given or SLURM, Open MPI or a multi-host TPU slice is detected)",
     )
     coordinator_address: str | None = Field(
-        None, description="host:port of process 0 (null: from the environment)"
+        default=None, description="host:port of process 0 (null: from the environment)"
     )
     num_processes: PositiveInt | None = Field(
-        None, description="number of processes (null: from the environment)"
+        default=None, description="number of processes (null: from the environment)"
     )
     process_id: int | None = Field(
-        None, ge=0, description="this process's index (null: from the environment)"
+        default=None,
+        ge=0,
+        description="this process's index (null: from the environment)",
     )
 
 
@@ -243,8 +245,8 @@ def epoch_batches(train: Batch, order: np.ndarray, mesh: Mesh) -> Batch:
     the rows its own devices hold."""
     sharding = NamedSharding(mesh, P(None, DATA))
 
-    def put(a: np.ndarray) -> jax.Array:
-        def shard(index: tuple[slice, ...]) -> np.ndarray:
+    def put(a: Any) -> jax.Array:
+        def shard(index: Any) -> np.ndarray:
             rows = order[index[0], index[1]]
             return a[rows][(slice(None), slice(None), *index[2:])]
 

@@ -175,8 +175,10 @@ def train(
 
     def save(model: Any, opt_state: Any, epoch: int) -> None:
         if main:
-            host = parallel.to_host((model, opt_state))
-            files.save_checkpoint(checkpoint, *host, epoch, exp.key)
+            host_model, host_opt_state = parallel.to_host((model, opt_state))
+            files.save_checkpoint(
+                checkpoint, host_model, host_opt_state, epoch, exp.key
+            )
 
     def evaluate(model: Any) -> dict[str, float]:
         return test_metrics(exp, parallel.local_copy(model), chunk)
