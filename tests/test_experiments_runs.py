@@ -117,6 +117,22 @@ def test_resume_ends_with_the_same_metrics(tmp_path):
     assert (cut / "config.yaml").read_text() == config_text
 
 
+def test_steps_per_call_changes_no_result(tmp_path):
+    """One step per compiled call, or 7 (so the epoch ends on a shorter call): the
+    same steps, so the same losses and metrics (to float rounding: XLA may fuse the
+    step differently inside the loop)."""
+    records = []
+    for steps in (1, 7):
+        out = tmp_path / f"steps{steps}"
+        overrides = ["training.epochs=2", f"training.steps_per_call={steps}"]
+        assert _cli("pyepo_shortest_path", out, *overrides) == 0
+        records.append(_without_timing(_records(out)))
+    for a, b in zip(*records, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
 @pytest.mark.parametrize(
     "loss, symptom",
     [

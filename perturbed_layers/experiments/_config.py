@@ -87,6 +87,11 @@ class TrainingOptions(BaseModel):
     checkpoint_every: PositiveInt = Field(
         1, description="epochs between checkpoints (and always the last)"
     )
+    steps_per_call: PositiveInt = Field(
+        10,
+        description="training steps per compiled call (a fori_loop; more saves "
+        "dispatch time on small models, fewer updates the progress bar more often)",
+    )
 
 
 class Config(BaseModel):
