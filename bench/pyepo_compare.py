@@ -16,9 +16,10 @@ M ∈ {1, 3, 10} samples:
 - ours: `pl.FenchelYoungLoss(pl.Perturbed(pl.solvers.pyepo_shortest_path,
   objective="min", event_ndim=1, num_samples=M, sigma=1.0, noise=pl.Normal()))`,
   `optax.adam`, one `eqx.filter_jit` train step (the batch gathered on the device
-  from the step's indices). With `--variants` (run.py's full run) also `ours_scan`:
-  the same steps, the epoch's full batches in one jitted `lax.scan` (2 dispatches per
-  epoch instead of 32), for information.
+  from the step's indices), run as the experiments CLI runs it: `steps_per_call`
+  (the `training.steps_per_call` default, 10) steps per compiled call, in a loop
+  inside the call (4 dispatches per epoch instead of 32). With `--variants` (run.py's
+  full run) also `ours_scan`: the epoch's full batches in one call, for information.
 
 Data: PyEPO's `genData(2000, 5, (5, 5), deg=4, noise_width=0.5, seed=42)` split
 1000/1000 with scikit-learn's `train_test_split(test_size=1000, random_state=42)`,
@@ -65,6 +66,9 @@ NUM_DATA, NUM_FEATURES, GRID, DEG, NOISE_WIDTH, DATA_SEED = 2000, 5, 5, 4, 0.5, 
 TEST_SIZE, SPLIT_SEED = 1000, 42
 BATCH, LR, SIGMA = 32, 1e-2, 1.0
 MS = (1, 3, 10)
+# Steps per compiled call on our side: the default of the experiments CLI
+# (`training.steps_per_call` in perturbed_layers/experiments/_config.py).
+STEPS_PER_CALL = 10
 SPEEDUP_TARGET, REGRET_TOLERANCE_POINTS = 20.0, 0.5
 
 
@@ -211,9 +215,9 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
 
 
 class OursTrainer:
-    """Our side. `scan=False`: one `eqx.filter_jit` step per batch (the protocol);
-    `scan=True` (a variant): the epoch's full batches in one `lax.scan` inside one
-    jitted call (then the last, smaller batch), the same steps with fewer dispatches."""
+    """Our side: the full batches `steps_per_call` at a time in one jitted call (a
+    `lax.scan` over the step, as the experiments CLI does), then the last, smaller
+    batch on its own; 1 is one call per step."""
 
     def __init__(
         self,
@@ -222,7 +226,7 @@ class OursTrainer:
         b: np.ndarray,
         data,
         seed: int,
-        scan: bool = False,
+        steps_per_call: int,
     ):
         model = eqx.nn.Linear(NUM_FEATURES, w.shape[0], key=jax.random.key(0))
         model = eqx.tree_at(
@@ -242,7 +246,7 @@ class OursTrainer:
         # The true optimal paths, precomputed once (as PyEPO's optDataset does).
         self.y = _exact(jnp.asarray(data["c_train"]))
         self.key = jax.random.key(seed)
-        self.scan = scan
+        self.steps_per_call = steps_per_call
 
         def raw_step(model, opt_state, x_all, y_all, idx, key, i):
             x, y = x_all[idx], y_all[idx]
@@ -281,19 +285,24 @@ class OursTrainer:
         self.i = 0
 
     def _split(self, batches: list[np.ndarray]):
-        full = [b for b in batches if len(b) == BATCH]
-        rest = [b for b in batches if len(b) != BATCH]
-        return np.stack(full).astype(np.int32), rest
+        """The full batches in calls of `steps_per_call`, and the batches left over."""
+        if self.steps_per_call == 1:
+            return [], batches
+        full = np.stack([b for b in batches if len(b) == BATCH]).astype(np.int32)
+        calls = [
+            full[i : i + self.steps_per_call]
+            for i in range(0, len(full), self.steps_per_call)
+        ]
+        return calls, [b for b in batches if len(b) != BATCH]
 
     def compile(self, batches: list[np.ndarray]) -> float:
         """Trace and compile for the epoch's shapes (results discarded)."""
         t0 = time.perf_counter()
         args = (self.model, self.opt_state, self.x, self.y)
-        if self.scan:
-            full, rest = self._split(batches)
-            C.block(self.scan_steps(*args, full, self.key, np.int32(0)))
-        else:
-            rest = batches
+        calls, rest = self._split(batches)
+        for length in sorted({len(c) for c in calls}):
+            first = next(c for c in calls if len(c) == length)
+            C.block(self.scan_steps(*args, first, self.key, np.int32(0)))
         for bs in sorted({len(b) for b in rest}):
             idx = np.arange(bs, dtype=np.int32)
             C.block(self.step(*args, idx, self.key, np.int32(0)))
@@ -302,13 +311,12 @@ class OursTrainer:
     def epoch(self, batches: list[np.ndarray]) -> float:
         model, opt_state = self.model, self.opt_state
         t0 = time.perf_counter()
-        rest = batches
-        if self.scan:
-            full, rest = self._split(batches)
+        calls, rest = self._split(batches)
+        for call in calls:
             model, opt_state, _ = self.scan_steps(
-                model, opt_state, self.x, self.y, full, self.key, np.int32(self.i)
+                model, opt_state, self.x, self.y, call, self.key, np.int32(self.i)
             )
-            self.i += len(full)
+            self.i += len(call)
         for idx in rest:
             model, opt_state, _ = self.step(
                 model,
@@ -415,9 +423,10 @@ def run(
             "n_samples=M, sigma=1.0, processes=1)",
             "ours": "FenchelYoungLoss(Perturbed(pyepo_shortest_path, objective='min', "
             "event_ndim=1, num_samples=M, sigma=1.0, noise=Normal())), optax.adam, "
-            "eqx.filter_jit step",
+            f"eqx.filter_jit step, {STEPS_PER_CALL} steps per call as the "
+            "experiments CLI runs it (training.steps_per_call), then the last batch",
             "variants": "(with variants=True, information only) ours_scan: the "
-            "epoch's full batches in one jitted lax.scan, then the last batch: the "
+            "epoch's full batches in one jitted call, then the last batch: the "
             "same steps with 2 dispatches per epoch instead of 32",
             "threads": "PyEPO side pinned to one thread (torch.set_num_threads(1), "
             "Gurobi Threads=1): with the defaults (2 torch threads, Gurobi automatic) "
@@ -451,9 +460,9 @@ def run(
         compile_s: dict[str, float] = {}
         if ok:
             trainers["pyepo"] = PyEPOTrainer(m, w0, b0, data, optmodel)
-        trainers["ours"] = OursTrainer(m, w0, b0, data, seed)
+        trainers["ours"] = OursTrainer(m, w0, b0, data, seed, STEPS_PER_CALL)
         if variants:
-            trainers["ours_scan"] = OursTrainer(m, w0, b0, data, seed, scan=True)
+            trainers["ours_scan"] = OursTrainer(m, w0, b0, data, seed, n_train)
         shapes = epoch_batches(np.random.default_rng(seed), n_train)
         for name, tr in trainers.items():
             if name != "pyepo":
