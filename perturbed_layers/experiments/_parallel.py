@@ -168,8 +168,12 @@ def make_mesh(
             f"{jax.process_count()} processes the mesh must use all {count}"
         )
     if batch_size % data:
+        hint = " (mesh.data: auto uses every device; set it lower)" * (
+            options.data == "auto"
+        )
         raise ValueError(
-            f"training.batch_size: {batch_size} is not divisible by mesh.data = {data}"
+            f"training.batch_size: {batch_size} is not divisible by mesh.data = "
+            f"{data}{hint}"
         )
     per_call = chunk_size if chunk_size is not None else num_samples
     if per_call % samples:
