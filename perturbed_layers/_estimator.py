@@ -19,13 +19,13 @@ import functools as ft
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
+from ._checks import error_if_any
 from ._custom_types import Key, Objective
 from ._noise import AbstractNoise
 
@@ -232,7 +232,7 @@ def _mean_bwd(spec: Spec, res, g):
     if spec.multiplicative:
         # θ_m = exp(log θ + σZ − σ²/2): the score lives in log-space, dlogθ/dθ = 1/θ.
         grad = grad / theta.astype(grad.dtype)
-        grad = eqx.error_if(
+        grad = error_if_any(
             grad,
             theta == 0,
             "perturbation='multiplicative' has no gradient where theta == 0: its "

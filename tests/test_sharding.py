@@ -27,18 +27,19 @@ SMALL = [
 
 SCRIPT = textwrap.dedent(
     """
+    import functools, re
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     import perturbed_layers as pl
 
     assert jax.device_count() == 4
     mesh = jax.make_mesh((2, 2), ("data", "samples"), axis_types=(AxisType.Auto,) * 2)
-    theta = jax.random.normal(jax.random.key(0), (8, 6))
-    v = jax.random.normal(jax.random.key(1), (8, 6))
-    y_true = pl.solvers.argmax_one_hot(v)
     key = jax.random.key(2)
 
-    def run(layer, t):
+    def uniform(seed, shape, low, high):
+        return jax.random.uniform(jax.random.key(seed), shape, minval=low, maxval=high)
+
+    def run(layer, t, y_true, v):
         loss = pl.FenchelYoungLoss(layer)
         def f(t, k):
             fwd, vjp = jax.value_and_grad(lambda u: jnp.sum(layer(u, key=k) * v))(t)
@@ -46,28 +47,91 @@ SCRIPT = textwrap.dedent(
             return fwd, vjp, val, grad
         return jax.jit(f)(t, key), jax.jit(f).lower(t, key).compile().as_text()
 
-    kw = dict(num_samples=64, sigma=0.5, noise=pl.Gumbel())
-    reference, _ = run(pl.PerturbedArgmax(**kw), theta)
-    sharded_theta = jax.device_put(theta, NamedSharding(mesh, P("data")))
-    cases = {
-        "batch sharded": (pl.PerturbedArgmax(**kw), sharded_theta),
-        "samples split": (pl.PerturbedArgmax(**kw, sample_axis="samples"), theta),
-        "both, chunked": (
-            pl.PerturbedArgmax(**kw, sample_axis="samples", chunk_size=16),
-            sharded_theta,
+    def batch_collectives(hlo):
+        # Collectives whose result is not a scalar (or a tuple of scalars): with the
+        # batch sharded, only sums over it (the loss) and loop conditions may cross
+        # devices.
+        op = r"(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
+        pattern = re.compile(r"=\\s*(\\(.*?\\)|\\S+)\\s+" + op + r"(-start)?\\(")
+        found = (pattern.search(line) for line in hlo.splitlines())
+        return [m.group(0) for m in found if m and re.search(r"\\[\\d", m.group(1))]
+
+    grid = pl.PerturbedShortestPath(
+        num_samples=8, sigma=0.1, noise=pl.Normal(), perturbation="multiplicative"
+    )
+    pyepo = pl.Perturbed(
+        functools.partial(pl.solvers.pyepo_shortest_path, m=5),
+        objective="min", event_ndim=1, shift_invariant=True,
+        num_samples=8, sigma=1.0, noise=pl.Normal(),
+    )
+    graph = pl.PerturbedGraphShortestPath(
+        source=0, target=5, num_samples=8, sigma=0.1, noise=pl.Normal(),
+        perturbation="multiplicative",
+    )
+    v = jax.random.normal(jax.random.key(1), (8, 6))
+    problems = {  # layer, θ or costs, a target solution, a cotangent
+        "argmax": (
+            pl.PerturbedArgmax(num_samples=64, sigma=0.5, noise=pl.Gumbel()),
+            jax.random.normal(jax.random.key(0), (8, 6)),
+            pl.solvers.argmax_one_hot(v),
+            v,
+        ),
+        "grid shortest path": (
+            grid,
+            uniform(3, (8, 12, 12), 0.5, 2.0),
+            pl.solvers.grid_shortest_path(uniform(4, (8, 12, 12), 0.5, 2.0)),
+            uniform(5, (8, 12, 12), -1.0, 1.0),
+        ),
+        "pyepo shortest path": (
+            pyepo,
+            uniform(6, (8, 40), 0.1, 2.0),
+            pl.solvers.pyepo_shortest_path(uniform(7, (8, 40), 0.1, 2.0), m=5),
+            uniform(8, (8, 40), -1.0, 1.0),
+        ),
+        "graph shortest path": (
+            graph,
+            uniform(9, (8, 6, 6), 0.5, 2.0),
+            pl.solvers.shortest_path(uniform(10, (8, 6, 6), 0.5, 2.0), 0, 5),
+            uniform(11, (8, 6, 6), -1.0, 1.0),
         ),
     }
+
+    def check(name, out, reference):
+        for a, b in zip(out, reference):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+        print(name, "ok")
+
+    # The batch over all four devices (a mesh with an idle axis would leave XLA free
+    # to shard other dimensions over it).
+    data_mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Auto,))
+    with jax.set_mesh(data_mesh):
+        batch = NamedSharding(data_mesh, P("data"))
+        for name, (layer, t, y_true, v) in problems.items():
+            reference, _ = run(layer, t, y_true, v)
+            out, hlo = run(layer, jax.device_put(t, batch), y_true, v)
+            assert "all-gather" not in hlo, name
+            assert not batch_collectives(hlo), (name, batch_collectives(hlo))
+            assert out[1].sharding.spec == P("data"), (name, out[1].sharding)
+            check(f"{name}, batch sharded", out, reference)
+    # Samples split over a mesh axis, alone and with the batch sharded.
     with jax.set_mesh(mesh):
-        for name, (layer, t) in cases.items():
-            out, hlo = run(layer, t)
-            for a, b in zip(out, reference):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
-            if name == "batch sharded":
-                assert "all-gather" not in hlo, name
-                assert out[1].sharding.spec == P("data"), out[1].sharding
-            else:
-                assert "all-reduce" in hlo, name
-            print(name, "ok")
+        batch = NamedSharding(mesh, P("data"))
+        layer, t, y_true, v = problems["argmax"]
+        reference, _ = run(layer, t, y_true, v)
+        split = pl.PerturbedArgmax(
+            num_samples=64, sigma=0.5, noise=pl.Gumbel(), sample_axis="samples"
+        )
+        chunked = pl.PerturbedArgmax(
+            num_samples=64, sigma=0.5, noise=pl.Gumbel(), sample_axis="samples",
+            chunk_size=16,
+        )
+        for name, layer, t in [
+            ("samples split", split, t),
+            ("both, chunked", chunked, jax.device_put(t, batch)),
+        ]:
+            out, hlo = run(layer, t, y_true, v)
+            assert "all-reduce" in hlo, name
+            check(name, out, reference)
     """
 )
 
@@ -83,7 +147,7 @@ def _run(args: list[str], devices: int = 1, **kwargs) -> subprocess.CompletedPro
 def test_sharded_equals_single_device():
     result = _run([sys.executable, "-c", SCRIPT], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 3, result.stdout
+    assert result.stdout.count(" ok") == 6, result.stdout
 
 
 TRAINING = textwrap.dedent(

@@ -38,11 +38,12 @@ perturbed layer that vmaps it over samples and instances runs one loop for all o
 
 import functools
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
+
+from .._checks import error_if_any
 
 # Neighbour offsets (di, dj) in the order that breaks ties: row-major over the 3 × 3
 # window around the cell.
@@ -128,14 +129,19 @@ def _backtrack(
     h, w, b = pred.shape
     pred = pred.reshape(h * w, b)
     step = jnp.array([di * w + dj for di, dj in _NEIGHBOURS[connectivity]], jnp.int32)
-    cols = jnp.arange(b)
+    cells = jnp.arange(h * w, dtype=jnp.int32)[:, None]
     target = jnp.full((b,), h * w - 1, jnp.int32)
     on_path = jnp.zeros((h * w, b), bool).at[h * w - 1].set(True)
 
     def body(carry):
         cell, on_path, k = carry
-        cell = jnp.where(cell == 0, cell, cell + step[pred[cell, cols]])
-        return cell, on_path.at[cell, cols].set(True), k + 1
+        # Each column reads (take_along_axis: a gather batched over the columns)
+        # and marks (a one-hot mask) its own cell; indexing by (cell, column) pairs
+        # would hide that from XLA's partitioner, which then all-reduces the batch
+        # across devices when it is sharded.
+        move = jnp.take_along_axis(pred, cell[None, :], axis=0)[0]
+        cell = jnp.where(cell == 0, cell, cell + step[move])
+        return cell, on_path | (cells == cell[None, :]), k + 1
 
     cell, on_path, _ = lax.while_loop(
         lambda carry: jnp.any(carry[0] != 0) & (carry[2] < h * w),
@@ -151,7 +157,7 @@ def _solve(costs: Float[Array, "*batch H W"], connectivity: int) -> Array:
     d, relax_failed = _distances(c, connectivity)
     on_path, walk_failed = _backtrack(_predecessors(d, connectivity), connectivity)
     path = jnp.moveaxis(on_path, -1, 0).reshape(costs.shape).astype(costs.dtype)
-    return eqx.error_if(path, relax_failed | walk_failed, _NO_FIXED_POINT)
+    return error_if_any(path, relax_failed | walk_failed, _NO_FIXED_POINT)
 
 
 def _batched_solver(connectivity: int):
@@ -177,7 +183,7 @@ def _grid_shortest_path(costs: Array, connectivity: int) -> Array:
     valid = jnp.all(jnp.isfinite(costs) & (costs > 0))
     # Solve harmless costs when the check fails, so the loops stay short before raising.
     safe = jnp.where(valid, costs, jnp.ones_like(costs))
-    return eqx.error_if(_SOLVERS[connectivity](safe), ~valid, _BAD_COSTS)
+    return error_if_any(_SOLVERS[connectivity](safe), ~valid, _BAD_COSTS)
 
 
 def grid_shortest_path(

@@ -1,9 +1,10 @@
 """Arc-cost vectors on PyEPO's grid DAG, and the dense weights `shortest_path` takes."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from .._checks import error_if_any
 
 Arcs = tuple[tuple[int, int], ...]
 
@@ -144,9 +145,9 @@ def pyepo_shortest_path(
         )
     index = {arc: k for k, arc in enumerate(arcs)}
     costs = jax.lax.stop_gradient(arc_costs)
-    costs = eqx.error_if(
+    costs = error_if_any(
         costs,
-        ~jnp.all(jnp.isfinite(costs)),
+        ~jnp.isfinite(costs),
         "pyepo_shortest_path needs finite arc costs (got NaN or inf): every arc of "
         "the grid exists, and a non-finite cost has no shortest path.",
     )

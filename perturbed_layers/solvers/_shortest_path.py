@@ -3,11 +3,12 @@ r"""Shortest paths on dense directed graphs with arc costs (negative costs allow
 import functools
 import operator
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
+
+from .._checks import error_if_any
 
 _BAD_WEIGHTS = "shortest_path: weights contain NaN or -inf; use +inf for a missing arc."
 _NEGATIVE_CYCLE = (
@@ -94,10 +95,10 @@ def _shortest_path(weights: Array, source: int, target: int) -> Array:
     # Arc i -> j is on the path iff j is (source excluded) and i is its predecessor.
     y = on_path[:, None, :] & (pred[:, None, :] == jnp.arange(n)[None, :, None])
     y = y.astype(weights.dtype).reshape(weights.shape)
-    y = eqx.error_if(y, bad, _BAD_WEIGHTS)
-    y = eqx.error_if(y, negative_cycle, _NEGATIVE_CYCLE)
-    y = eqx.error_if(y, unreachable, _UNREACHABLE)
-    return eqx.error_if(y, stuck & ~negative_cycle & ~unreachable, _PREDECESSOR_CYCLE)
+    y = error_if_any(y, bad, _BAD_WEIGHTS)
+    y = error_if_any(y, negative_cycle, _NEGATIVE_CYCLE)
+    y = error_if_any(y, unreachable, _UNREACHABLE)
+    return error_if_any(y, stuck & ~negative_cycle & ~unreachable, _PREDECESSOR_CYCLE)
 
 
 def shortest_path(
