@@ -14,8 +14,9 @@ source. The minimised objective is `⟨y, c⟩` over the path masks `y`.
 `d ← min(d, c + min_N d)` over every cell of every instance at once, from `d = +∞`
 (except the source), in a `lax.while_loop` that stops when a check finds nothing
 changed; then the predecessors of all cells at once, and one backtrack from the target,
-one cell per loop step for the whole batch. The batch axis is laid out last,
-`(H, W, batch)`, so each neighbour is a contiguous shifted block, and the 8-neighbour
+one cell per loop step for the whole batch. The batch axes are laid out last,
+`(H, W, *batch)` (kept apart, so a batch sharded over devices stays sharded), so each
+neighbour is a contiguous shifted block, and the 8-neighbour
 minimum is a separable 3 × 3 window minimum (the centre may be included since
 `c(v) + d(v) > d(v)`); two relaxations run per convergence check.
 
@@ -65,31 +66,37 @@ _NO_FIXED_POINT = (
 )
 
 
+def _pad(x: Array, rows: int, cols: int, fill) -> Array:
+    """Pad the two grid axes in front, the batch axes after them untouched."""
+    widths = ((rows, rows), (cols, cols)) + ((0, 0),) * (x.ndim - 2)
+    return jnp.pad(x, widths, constant_values=fill)
+
+
 def _shift(x: Array, di: int, dj: int, fill) -> Array:
-    """`y[i, j] = x[i + di, j + dj]` on `(H, W, batch)`, `fill` outside the grid."""
+    """`y[i, j] = x[i + di, j + dj]` on `(H, W, *batch)`, `fill` outside the grid."""
     h, w = x.shape[:2]
-    padded = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=fill)
+    padded = _pad(x, 1, 1, fill)
     return padded[1 + di : 1 + di + h, 1 + dj : 1 + dj + w]
 
 
 def _neighbour_min(
-    d: Float[Array, "H W B"], connectivity: int
-) -> Float[Array, "H W B"]:
+    d: Float[Array, "H W *batch"], connectivity: int
+) -> Float[Array, "H W *batch"]:
     """Minimum of `d` over each cell's neighbours and the cell itself."""
     inf = jnp.array(jnp.inf, d.dtype)
-    rows = jnp.pad(d, ((0, 0), (1, 1), (0, 0)), constant_values=inf)
+    rows = _pad(d, 0, 1, inf)
     rows = jnp.minimum(jnp.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
     if connectivity == 4:
-        cols = jnp.pad(d, ((1, 1), (0, 0), (0, 0)), constant_values=inf)
+        cols = _pad(d, 1, 0, inf)
         cols = jnp.minimum(cols[:-2], cols[2:])
         return jnp.minimum(rows, cols)
-    cols = jnp.pad(rows, ((1, 1), (0, 0), (0, 0)), constant_values=inf)
+    cols = _pad(rows, 1, 0, inf)
     return jnp.minimum(jnp.minimum(cols[:-2], cols[1:-1]), cols[2:])
 
 
 def _distances(
-    c: Float[Array, "H W B"], connectivity: int
-) -> tuple[Float[Array, "H W B"], Bool[Array, ""]]:
+    c: Float[Array, "H W *batch"], connectivity: int
+) -> tuple[Float[Array, "H W *batch"], Bool[Array, ""]]:
     """Distances from the top-left cell (its own cost included); flag if not converged."""
     h, w = c.shape[:2]
     d0 = jnp.full_like(c, jnp.inf).at[0, 0].set(c[0, 0])
@@ -110,7 +117,9 @@ def _distances(
     return d, changed
 
 
-def _predecessors(d: Float[Array, "H W B"], connectivity: int) -> Int[Array, "H W B"]:
+def _predecessors(
+    d: Float[Array, "H W *batch"], connectivity: int
+) -> Int[Array, "H W *batch"]:
     """Index into `_NEIGHBOURS` of each cell's neighbour nearest to the source."""
     best = jnp.full_like(d, jnp.inf)
     arg = jnp.zeros(d.shape, jnp.int32)
@@ -123,15 +132,15 @@ def _predecessors(d: Float[Array, "H W B"], connectivity: int) -> Int[Array, "H 
 
 
 def _backtrack(
-    pred: Int[Array, "H W B"], connectivity: int
-) -> tuple[Bool[Array, "H W B"], Bool[Array, ""]]:
+    pred: Int[Array, "H W *batch"], connectivity: int
+) -> tuple[Bool[Array, "H W *batch"], Bool[Array, ""]]:
     """Cells met walking the predecessors from the bottom-right cell to the top-left."""
-    h, w, b = pred.shape
-    pred = pred.reshape(h * w, b)
+    h, w, *batch = pred.shape
+    pred = pred.reshape(h * w, *batch)
     step = jnp.array([di * w + dj for di, dj in _NEIGHBOURS[connectivity]], jnp.int32)
-    cells = jnp.arange(h * w, dtype=jnp.int32)[:, None]
-    target = jnp.full((b,), h * w - 1, jnp.int32)
-    on_path = jnp.zeros((h * w, b), bool).at[h * w - 1].set(True)
+    cells = jnp.arange(h * w, dtype=jnp.int32).reshape(-1, *(1,) * len(batch))
+    target = jnp.full(batch, h * w - 1, jnp.int32)
+    on_path = jnp.zeros((h * w, *batch), bool).at[h * w - 1].set(True)
 
     def body(carry):
         cell, on_path, k = carry
@@ -139,24 +148,25 @@ def _backtrack(
         # and marks (a one-hot mask) its own cell; indexing by (cell, column) pairs
         # would hide that from XLA's partitioner, which then all-reduces the batch
         # across devices when it is sharded.
-        move = jnp.take_along_axis(pred, cell[None, :], axis=0)[0]
+        move = jnp.take_along_axis(pred, cell[None], axis=0)[0]
         cell = jnp.where(cell == 0, cell, cell + step[move])
-        return cell, on_path | (cells == cell[None, :]), k + 1
+        return cell, on_path | (cells == cell[None]), k + 1
 
     cell, on_path, _ = lax.while_loop(
         lambda carry: jnp.any(carry[0] != 0) & (carry[2] < h * w),
         body,
         (target, on_path, jnp.array(0)),
     )
-    return on_path.reshape(h, w, b), jnp.any(cell != 0)
+    return on_path.reshape(h, w, *batch), jnp.any(cell != 0)
 
 
 def _solve(costs: Float[Array, "*batch H W"], connectivity: int) -> Array:
-    h, w = costs.shape[-2:]
-    c = jnp.moveaxis(costs.reshape(-1, h, w), 0, -1)
+    # Grid axes in front, the batch axes after them as they are: merging the batch
+    # axes into one would make XLA gather a batch sharded over devices.
+    c = jnp.moveaxis(costs, (-2, -1), (0, 1))
     d, relax_failed = _distances(c, connectivity)
     on_path, walk_failed = _backtrack(_predecessors(d, connectivity), connectivity)
-    path = jnp.moveaxis(on_path, -1, 0).reshape(costs.shape).astype(costs.dtype)
+    path = jnp.moveaxis(on_path, (0, 1), (-2, -1)).astype(costs.dtype)
     return error_if_any(path, relax_failed | walk_failed, _NO_FIXED_POINT)
 
 
