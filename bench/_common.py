@@ -15,11 +15,12 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -128,6 +129,59 @@ def time_interleaved(
     }
 
 
+class Compiled(NamedTuple):
+    """A compiled contender, ready to time: `fn(*args)`."""
+
+    fn: Callable[..., Any]
+    args: tuple
+    compile_s: float
+    memory_analysis: dict[str, Any]
+
+
+def time_contenders(
+    contenders: Mapping[str, Compiled],
+    *,
+    repeats: int,
+    budget_s: float | None = None,
+    min_sample_s: float = 0.1,
+    mem_limit: float = float("inf"),
+    reference: str = "ours",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Interleaved timing of compiled contenders, with paired ratios to `reference`.
+
+    A contender whose compiled memory (XLA analysis) exceeds `mem_limit` bytes is not
+    run; its entry says why. Returns {"repeats", "contenders": {name: compile_s,
+    memory_analysis, time_s (see `time_interleaved`) or skipped}, "ratios":
+    {"<reference>/<name>": {"wall", "cpu"}}}.
+    """
+    fns: dict[str, Callable[[], Any]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, c in contenders.items():
+        info[name] = {"compile_s": c.compile_s, "memory_analysis": c.memory_analysis}
+        total = c.memory_analysis.get("total_bytes", 0)
+        if total > mem_limit:
+            info[name]["skipped"] = f"compiled memory {fmt_bytes(total)} > limit"
+            continue
+        fns[name] = lambda c=c: c.fn(*c.args)
+    t = time_interleaved(
+        fns, repeats=repeats, budget_s=budget_s, min_sample_s=min_sample_s, log=log
+    )
+    per = t["per_contender"]
+    for name, s in per.items():
+        info[name]["time_s"] = s
+    ratios: dict[str, Any] = {}
+    if reference in per:
+        ref = per[reference]
+        for name, s in per.items():
+            if name != reference:
+                ratios[f"{reference}/{name}"] = {
+                    "wall": paired_ratio(ref["samples"], s["samples"]),
+                    "cpu": paired_ratio(ref["cpu_s"]["samples"], s["cpu_s"]["samples"]),
+                }
+    return {"repeats": t["repeats"], "contenders": info, "ratios": ratios}
+
+
 def compile_aot(fn: Callable, *args: Any) -> tuple[Any, float, dict[str, Any]]:
     """jit + lower + compile; returns (compiled, compile seconds, memory analysis)."""
     import jax
@@ -201,6 +255,40 @@ def hwm_bytes() -> int:
 
 GIB = 2**30
 MIB = 2**20
+
+CHILD_TAG = "MEMJSON:"
+
+
+def report_child(result: Mapping[str, Any]) -> None:
+    """In a child started by `run_child`: hand the result back to the parent."""
+    print(CHILD_TAG + json.dumps(result), flush=True)
+
+
+def run_child(
+    script: Path, spec: Mapping[str, Any], timeout: float, flag: str = "--mem-child"
+) -> dict[str, Any]:
+    """Run `script flag JSON(spec)` in a fresh process and return what it reported.
+
+    A fresh process so that its peak RSS is its own (see `hwm_bytes`). On a timeout or
+    a crash the result is `spec` with an "error" (and the tail of stderr).
+    """
+    cmd = [sys.executable, str(script), flag, json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        )
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timeout after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    for line in proc.stdout.splitlines():
+        if line.startswith(CHILD_TAG):
+            return {**json.loads(line[len(CHILD_TAG) :]), "child_wall_s": wall}
+    return {
+        **spec,
+        "error": f"exit code {proc.returncode}",
+        "stderr_tail": proc.stderr[-3000:],
+    }
 
 
 # -------------------------------------------------------------------- metadata

@@ -28,8 +28,6 @@ Usage: python bench/core.py [--quick] [--repeats N] [--sections acc,time,mem,fy]
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -308,49 +306,36 @@ def time_config(
 ) -> dict[str, Any]:
     theta, v = inputs(b, n)
     key = jax.random.key(RUN_KEY_SEED)
-    fns: dict[str, Any] = {}
-    info: dict[str, Any] = {}
+    contenders: dict[str, C.Compiled] = {}
     for name in ("ours", "optax_whole", "optax_vmapped"):
         compiled, cs, ma = C.compile_aot(vg_fn(forward(name, m)), theta, v, key)
         _COMPILED[("vg", name, b, n, m)] = (compiled, cs)
-        info[name] = {"compile_s": cs, "memory_analysis": ma}
-        if ma.get("total_bytes", 0) > mem_limit:
-            info[name]["skipped"] = (
-                f"compiled memory {C.fmt_bytes(ma['total_bytes'])} > limit"
-            )
-            continue
-        fns[name] = lambda c=compiled: c(theta, v, key)
+        contenders[name] = C.Compiled(compiled, (theta, v, key), cs, ma)
     if with_floor:
         for name, f in floor_fns(b, n, m).items():
             compiled, cs, ma = C.compile_aot(f, key)
-            info[name] = {"compile_s": cs, "memory_analysis": ma}
-            fns[name] = lambda c=compiled: c(key)
-    timing = C.time_interleaved(
-        fns,
+            contenders[name] = C.Compiled(compiled, (key,), cs, ma)
+    t = C.time_contenders(
+        contenders,
         repeats=repeats,
         budget_s=budget_s,
         min_sample_s=min_sample_s,
+        mem_limit=mem_limit,
         log=None if b * n * m < 1e7 else log,
     )
-    per = timing["per_contender"]
-    for name, s in per.items():
-        info.setdefault(name, {}).update({"time_s": s})
     out: dict[str, Any] = {
         "B": b,
         "n": n,
         "M": m,
         "elements": b * n * m,
-        "repeats": timing["repeats"],
-        "contenders": info,
+        "repeats": t["repeats"],
+        "contenders": t["contenders"],
     }
     for ref in ("optax_whole", "optax_vmapped"):
-        if "ours" in per and ref in per:
-            out[f"ratio_ours_over_{ref}"] = C.paired_ratio(
-                per["ours"]["samples"], per[ref]["samples"]
-            )
-            out[f"cpu_ratio_ours_over_{ref}"] = C.paired_ratio(
-                per["ours"]["cpu_s"]["samples"], per[ref]["cpu_s"]["samples"]
-            )
+        r = t["ratios"].get(f"ours/{ref}")
+        if r:
+            out[f"ratio_ours_over_{ref}"] = r["wall"]
+            out[f"cpu_ratio_ours_over_{ref}"] = r["cpu"]
     return out
 
 
@@ -407,20 +392,26 @@ def bench_timing(quick: bool, repeats: int, budget_s: float, mem_limit: float):
 # ------------------------------------------------------------ 3. memory
 
 
-def mem_child(spec: dict[str, Any]) -> None:
-    """Run in a fresh process: compile (and maybe run) jit(grad) and report memory."""
+def mem_child(spec: dict[str, Any], forward_fn=None) -> None:
+    """Run in a fresh process: compile (and maybe run) jit(grad) and report memory.
+
+    `forward_fn(name, M, chunk)` builds the contender (default: `forward`; bench/run.py
+    passes one that knows jaxopt too). Reported through `C.report_child`.
+    """
     b, n, m = spec["B"], spec["n"], spec["M"]
     theta, v = inputs(b, n)
     key = jax.random.key(RUN_KEY_SEED)
     C.block((theta, v))
+    dev = jax.devices()[0]
     rss0, hwm0, maxrss0 = C.rss_bytes(), C.hwm_bytes(), C.peak_rss_bytes()
     name, chunk = spec["contender"], spec.get("chunk")
     base = "ours" if name in ("ours_chunked", "ours") else name
-    fwd = forward(base, m, chunk)
+    fwd = (forward_fn or forward)(base, m, chunk)
     grad = jax.grad(lambda t, vv, k: jnp.sum(fwd(t, k) * vv))
     compiled, compile_s, ma = C.compile_aot(grad, theta, v, key)
     res: dict[str, Any] = {
         **spec,
+        "platform": dev.platform,
         "baseline_rss_bytes": rss0,
         "baseline_vmhwm_bytes": hwm0,
         "baseline_ru_maxrss_bytes": maxrss0,
@@ -438,34 +429,12 @@ def mem_child(spec: dict[str, Any]) -> None:
         res["peak_rss_delta_bytes"] = hwm - rss0
         res["ru_maxrss_bytes"] = C.peak_rss_bytes()
         res["ru_maxrss_delta_bytes"] = res["ru_maxrss_bytes"] - rss0
+        stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+        if stats and "peak_bytes_in_use" in stats:
+            res["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
         res["grad_finite"] = bool(np.all(np.isfinite(np.asarray(g))))
         res["grad_rel_err_vs_exact"] = rel_err(g, exact_vjp(theta, v))
-    print("MEMJSON:" + json.dumps(res), flush=True)
-
-
-def run_mem_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--mem-child",
-        json.dumps(spec),
-    ]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
-        )
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timeout after {timeout:.0f} s"}
-    wall = time.perf_counter() - t0
-    for line in proc.stdout.splitlines():
-        if line.startswith("MEMJSON:"):
-            return {**json.loads(line[len("MEMJSON:") :]), "child_wall_s": wall}
-    return {
-        **spec,
-        "error": f"exit code {proc.returncode}",
-        "stderr_tail": proc.stderr[-3000:],
-    }
+    C.report_child(res)
 
 
 def bench_memory(quick: bool, timeout: float) -> dict[str, Any]:
@@ -500,7 +469,7 @@ def bench_memory(quick: bool, timeout: float) -> dict[str, Any]:
     results = []
     for spec in specs:
         spec = {"chunk": None, "run": False, **spec}
-        r = run_mem_child(spec, timeout)
+        r = C.run_child(Path(__file__).resolve(), spec, timeout)
         results.append(r)
         ma = r.get("memory_analysis", {})
         msg = f"  memory {spec['contender']} M={spec['M']} chunk={spec['chunk']}: "

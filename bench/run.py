@@ -174,10 +174,10 @@ def with_jaxopt(names: list[str]) -> list[str]:
     return [n for n in names if ok or not n.startswith("jaxopt")]
 
 
-_CACHE: dict[tuple, dict[str, Any]] = {}
+_CACHE: dict[tuple, C.Compiled] = {}
 
 
-def compiled_vg(name: str, b: int, n: int, m: int) -> dict[str, Any]:
+def compiled_vg(name: str, b: int, n: int, m: int) -> C.Compiled:
     """jit(value_and_grad(θ ↦ ⟨y_ε(θ), v⟩)) for a contender, compiled once per run.
 
     Its gradient is the VJP vᵀ ∂y_ε/∂θ, so the accuracy section uses it too."""
@@ -190,7 +190,7 @@ def compiled_vg(name: str, b: int, n: int, m: int) -> dict[str, Any]:
             fn = core.vg_fn(forward_any(name, m))
             args = (theta, v, jax.random.key(core.RUN_KEY_SEED))
         compiled, seconds, ma = C.compile_aot(fn, *args)
-        _CACHE[key] = {"fn": compiled, "args": args, "compile_s": seconds, "mem": ma}
+        _CACHE[key] = C.Compiled(compiled, args, seconds, ma)
         if name == "ours":  # core.bench_fy reuses it
             core._COMPILED[("vg", "ours", b, n, m)] = (compiled, seconds)
     return _CACHE[key]
@@ -208,42 +208,14 @@ def time_point(
     mem_limit: float = 10 * C.GIB,
 ) -> dict[str, Any]:
     """Interleaved timing of the contenders at one (B, n, M); paired ratios."""
-    fns, info = {}, {}
-    for name in names:
-        c = compiled_vg(name, b, n, m)
-        info[name] = {"compile_s": c["compile_s"], "memory_analysis": c["mem"]}
-        if c["mem"].get("total_bytes", 0) > mem_limit:
-            info[name]["skipped"] = (
-                f"compiled memory {C.fmt_bytes(c['mem']['total_bytes'])}"
-            )
-            continue
-        fns[name] = lambda c=c: c["fn"](*c["args"])
-    t = C.time_interleaved(
-        fns, repeats=repeats, budget_s=budget_s, min_sample_s=min_sample_s
+    t = C.time_contenders(
+        {name: compiled_vg(name, b, n, m) for name in names},
+        repeats=repeats,
+        budget_s=budget_s,
+        min_sample_s=min_sample_s,
+        mem_limit=mem_limit,
     )
-    per = t["per_contender"]
-    for name, s in per.items():
-        info[name]["time_s"] = s
-    out: dict[str, Any] = {
-        "B": b,
-        "n": n,
-        "M": m,
-        "elements": b * n * m,
-        "repeats": t["repeats"],
-        "contenders": info,
-        "ratios": {},
-    }
-    if "ours" in per:
-        for ref in per:
-            if ref == "ours":
-                continue
-            out["ratios"][f"ours/{ref}"] = {
-                "wall": C.paired_ratio(per["ours"]["samples"], per[ref]["samples"]),
-                "cpu": C.paired_ratio(
-                    per["ours"]["cpu_s"]["samples"], per[ref]["cpu_s"]["samples"]
-                ),
-            }
-    return out
+    return {"B": b, "n": n, "M": m, "elements": b * n * m, **t}
 
 
 # ------------------------------------------------------------ 1. accuracy
@@ -273,13 +245,13 @@ def bench_accuracy(quick: bool) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for name in names:
             c = compiled_vg(name, b, n, m)
-            errs = [core.rel_err(c["fn"](theta, v, k)[1], g_exact) for k in keys]
+            errs = [core.rel_err(c.fn(theta, v, k)[1], g_exact) for k in keys]
             s = C.summarize(errs)
             res[name] = {
                 "description": DESCRIPTIONS[name],
                 **{k: s[k] for k in ("mean", "median", "min", "max")},
                 "per_key": errs,
-                "compile_s": c["compile_s"],
+                "compile_s": c.compile_s,
             }
         ratios = {}
         for ref in names[1:]:
@@ -363,71 +335,18 @@ def bench_timing(quick: bool, repeats: int) -> dict[str, Any]:
 # ------------------------------------------------------------ 3. memory
 
 
-def mem_child(spec: dict[str, Any]) -> None:
-    """In a fresh process: compile and run jit(grad); report peak memory as JSON."""
-    b, n, m = spec["B"], spec["n"], spec["M"]
-    theta, v = core.inputs(b, n)
-    key = jax.random.key(core.RUN_KEY_SEED)
-    C.block((theta, v))
-    dev = jax.devices()[0]
-    rss0 = C.rss_bytes()
-    fwd = forward_any(
-        "ours" if spec["contender"] == "ours_chunked" else spec["contender"],
-        m,
-        spec.get("chunk"),
-    )
-    grad = jax.grad(lambda t, vv, k: jnp.sum(fwd(t, k) * vv))
-    compiled, compile_s, ma = C.compile_aot(grad, theta, v, key)
-    res = {
-        **spec,
-        "platform": dev.platform,
-        "baseline_rss_bytes": rss0,
-        "compile_s": compile_s,
-        "memory_analysis": ma,
-    }
-    t0 = time.perf_counter()
-    g = C.block(compiled(theta, v, key))
-    res["run_s"] = time.perf_counter() - t0
-    res["peak_rss_delta_bytes"] = C.hwm_bytes() - rss0
-    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
-    if stats and "peak_bytes_in_use" in stats:
-        res["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
-    res["grad_rel_err_vs_exact"] = core.rel_err(g, core.exact_vjp(theta, v))
-    print("MEMJSON:" + json.dumps(res), flush=True)
-
-
-def run_mem_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--mem-child",
-        json.dumps(spec),
-    ]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timeout after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("MEMJSON:"):
-            return {**json.loads(line[8:]), "child_wall_s": time.perf_counter() - t0}
-    return {
-        **spec,
-        "error": f"exit code {proc.returncode}",
-        "stderr_tail": proc.stderr[-3000:],
-    }
-
-
 def bench_memory(quick: bool) -> dict[str, Any]:
     run_m = 5_000 if quick else MEM_M
     log(f"  memory: ours chunk={MEM_CHUNK} run at M={run_m} in a subprocess")
-    run = run_mem_child(
+    run = C.run_child(
+        Path(__file__).resolve(),
         {
             "contender": "ours_chunked",
             "B": MEM_B,
             "n": MEM_N,
             "M": run_m,
             "chunk": MEM_CHUNK,
+            "run": True,
         },
         timeout=1800.0,
     )
@@ -1312,7 +1231,7 @@ def main() -> None:
     args = p.parse_args()
 
     if args.mem_child is not None:
-        mem_child(json.loads(args.mem_child))
+        core.mem_child(json.loads(args.mem_child), forward_any)
         return
 
     sections = args.only or list(SECTIONS)

@@ -16,6 +16,7 @@ summation order. Second derivatives are refused with a clear error (see
 """
 
 import functools as ft
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -52,39 +53,97 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _draw(spec: Spec, keys: Key, theta: Array) -> Array:
-    """Noise of shape (K, B, *event), sample k drawn from keys[k] alone."""
+def _draw(spec: Spec, keys: Key, theta: Array) -> tuple[Array, Array]:
+    """Noise and its score, each (B, K, *event), sample k drawn from keys[k] alone.
+
+    The score is ∇ν(Z), or for a shift-invariant solver (additive noise) its
+    conditional expectation given the shift-free part of Z (Rao–Blackwellisation),
+    along the whole event. Instance-major layout: with the samples of an instance side
+    by side, every per-instance contraction of the estimator is a batched matrix
+    product over B, which XLA:CPU runs without materialising broadcasts or transposes
+    of (B, K, n) arrays. Where the score is not used, jit removes it.
+    """
     dtype = _compute_dtype(theta.dtype)
-    z = jax.vmap(lambda k: spec.noise.sample(k, theta.shape, dtype))(keys)
+    centred = spec.shift_invariant and not spec.multiplicative
+    flat = (theta.shape[0], math.prod(theta.shape[1:]))
+
+    def one(k: Key) -> tuple[Array, Array]:
+        z, s = spec.noise.sample_and_score(k, flat, dtype, centred=centred)
+        return z.reshape(theta.shape), s.reshape(theta.shape)
+
+    z, s = jax.vmap(one)(keys)
     if spec.sample_axis is not None:
         # Split the samples over a mesh axis; the means over them then reduce with one
         # all-reduce, and the other axes keep whatever sharding θ has.
         free = P.UNCONSTRAINED
-        z = jax.lax.with_sharding_constraint(
-            z, P(spec.sample_axis, *(free,) * (z.ndim - 1))
+        z, s = (
+            jax.lax.with_sharding_constraint(
+                x, P(spec.sample_axis, *(free,) * (x.ndim - 1))
+            )
+            for x in (z, s)
         )
-    return z
+    return jnp.swapaxes(z, 0, 1), jnp.swapaxes(s, 0, 1)
 
 
 def _perturb(spec: Spec, theta: Array, z: Array) -> Array:
-    theta = theta.astype(z.dtype)
+    theta = theta.astype(z.dtype)[:, None]
     if spec.multiplicative:
         return theta * jnp.exp(spec.sigma * z - spec.sigma**2 / 2)
     return theta + spec.sigma * z
 
 
 def _solve_samples(spec: Spec, theta: Array, z: Array) -> tuple[Array, Any]:
-    """Perturbed inputs (K, B, *event) and solver outputs (K, B, ...) in float."""
+    """Perturbed inputs (B, K, *event) and solver outputs (B, K, ...) in float."""
     theta_m = _perturb(spec, theta, z)
     ys = jax.vmap(jax.vmap(spec.solve))(theta_m.astype(theta.dtype))
     ys = jtu.tree_map(lambda y: y.astype(_compute_dtype(y.dtype)), ys)
     return theta_m, ys
 
 
-def _instance_dot(a: Any, b: Any) -> Array:
-    """Σ over the event axes (from axis 2 on) and over leaves of a ⊙ b: (K, B)."""
+# Per-instance contractions over (B, K, *rest) arrays, written as batched matrix
+# products: XLA:CPU runs a reduction over the sample axis of a large array up to ~20x
+# slower than the same sum as a dot (measured on jax 0.10), and an elementwise product
+# followed by a reduction materialises its broadcast operand. Below `_SMALL` values
+# the fixed cost of a dot call dominates instead (2.5x the whole step at B=1, n=10,
+# M=100), so tiny arrays are contracted elementwise.
+_SMALL = 4096
+
+
+def _flat(x: Array) -> Array:
+    return x.reshape(*x.shape[:2], -1)
+
+
+def _weighted_sum(w: Array, x: Array) -> Array:
+    """Σ_k w[b, k] x[b, k] for w (B, K) and x (B, K, *rest): (B, *rest)."""
+    w, xf = w.astype(x.dtype), _flat(x)
+    if xf.size <= _SMALL:
+        out = jnp.sum(w[..., None] * xf, axis=1)
+    else:
+        out = jnp.einsum("bk,bkn->bn", w, xf)
+    return out.reshape(x.shape[:1] + x.shape[2:])
+
+
+def _sample_sum(x: Array) -> Array:
+    """Σ over the sample axis (axis 1) of x (B, K, *rest): (B, *rest)."""
+    return _weighted_sum(jnp.ones(x.shape[:2], x.dtype), x)
+
+
+def _instance_dot(a: Any, g: Any) -> Array:
+    """Σ over the event axes and leaves of a[b, k] ⊙ g[b], a (B, K, ...): (B, K)."""
+
+    def dot(u: Array, v: Array) -> Array:
+        uf, vf = _flat(u), v.reshape(v.shape[0], -1)
+        if uf.size <= _SMALL:
+            return jnp.sum(uf * vf[:, None], axis=2)
+        return jnp.einsum("bkn,bn->bk", uf, vf)
+
+    return ft.reduce(jnp.add, jtu.tree_leaves(jtu.tree_map(dot, a, g)))
+
+
+def _event_dot(a: Any, g: Any) -> Array:
+    """Σ over the event axes and leaves of a[b] ⊙ g[b], both (B, ...): (B,)."""
     terms = jtu.tree_map(
-        lambda u, v: jnp.sum(u * v, axis=tuple(range(2, u.ndim))), a, b
+        lambda u, v: jnp.sum(u * v, axis=tuple(range(1, u.ndim))), a, g
     )
     return ft.reduce(jnp.add, jtu.tree_leaves(terms))
 
@@ -109,15 +168,6 @@ def _fold_chunks(
     if rest:
         carry = body(carry, keys[full * size :])
     return carry
-
-
-def _sample_sum(x: Array) -> Array:
-    """Σ over the leading (sample) axis, as a contraction.
-
-    XLA:CPU runs a reduction over the leading axis of a large (K, B, n) array up to
-    ~20× slower than the same sum written as a dot with ones (measured on jax 0.10).
-    """
-    return jnp.tensordot(jnp.ones(x.shape[0], x.dtype), x, axes=1)
 
 
 def _add_trees(a: Any, b: Any) -> Any:
@@ -158,21 +208,25 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
     keys = jax.random.split(key, spec.num_samples)
     out_dtypes = jtu.tree_map(lambda s: s.dtype, jax.eval_shape(spec.solve, theta[0]))
     if spec.chunk_size is None:
-        # Keep the samples for the backward pass: M solver calls in all.
-        z = _draw(spec, keys, theta)
+        # Keep the samples' solutions and scores for the backward pass: M solver calls
+        # in all; the scores are drawn with the noise (see `AbstractNoise`).
+        z, s = _draw(spec, keys, theta)
         _, ys = _solve_samples(spec, theta, z)
         ybar = jtu.tree_map(lambda y: _sample_sum(y) / spec.num_samples, ys)
-        saved = (ys, z)
+        saved = (ys, s)
     else:
         # Bounded memory: keep nothing per sample; the backward redraws and re-solves.
         def body(total, k):
-            _, ys = _solve_samples(spec, theta, _draw(spec, k, theta))
+            _, ys = _solve_samples(spec, theta, _draw(spec, k, theta)[0])
             return _add_trees(total, jtu.tree_map(_sample_sum, ys))
 
         shapes = jax.eval_shape(
-            lambda k: _solve_samples(spec, theta, _draw(spec, k, theta))[1], keys[:1]
+            lambda k: _solve_samples(spec, theta, _draw(spec, k, theta)[0])[1],
+            keys[:1],
         )
-        init = jtu.tree_map(lambda s: jnp.zeros(s.shape[1:], s.dtype), shapes)
+        init = jtu.tree_map(
+            lambda s: jnp.zeros(s.shape[:1] + s.shape[2:], s.dtype), shapes
+        )
         total = _fold_chunks(keys, spec.chunk_size, body, init)
         ybar = jtu.tree_map(lambda t: t / spec.num_samples, total)
         saved = None
@@ -181,32 +235,31 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
     return out, (residuals, keys)
 
 
-def _scores(spec: Spec, z: Array) -> Array:
-    """∇ν(Z), or its conditional expectation given the shift-free part of Z."""
-    if spec.shift_invariant and not spec.multiplicative:
-        flat = z.reshape(*z.shape[:2], -1)
-        return spec.noise.centred_score(flat).reshape(z.shape)
-    return spec.noise.score(z)
+def _vjp_terms(spec: Spec, ybar: Any, ys: Any, s: Array, g: Any) -> Array:
+    """Σ_k over this chunk of the (unscaled) estimate of Jᵀg, shape (B, *event).
 
-
-def _vjp_terms(spec: Spec, ybar: Any, ys: Any, z: Array, g: Any) -> Array:
-    """Σ_m over this chunk of the (unscaled) estimate of Jᵀg, shape (B, *event)."""
-    s = _scores(spec, z)
+    `ys` (B, K, ...) are the samples' solutions and `s` (B, K, *event) their scores.
+    """
     m = spec.num_samples
+    # Leave-one-out baseline: Σ_k (y_k − mean_{j≠k} y_j) s_kᵀ equals
+    # M/(M−1) Σ_k (y_k − ȳ) s_kᵀ, and ȳ is known from the forward pass. Applied to g
+    # as ⟨y_k, g⟩ − ⟨ȳ, g⟩, so that no (B, K, n) difference is materialised.
+    weights = _instance_dot(ys, g)  # (B, K)
     if m > 1:
-        # Leave-one-out baseline: Σ_m (y_m − mean_{j≠m} y_j) s_mᵀ equals
-        # M/(M−1) Σ_m (y_m − ȳ) s_mᵀ, and ȳ is known from the forward pass.
-        ys = jtu.tree_map(lambda y, yb: y - yb, ys, ybar)
-    weights = _instance_dot(ys, jtu.tree_map(lambda gi: gi[None], g))  # (K, B)
-    jt_g = jnp.einsum("kb,kb...->b...", weights, s)
+        weights = weights - _event_dot(ybar, g)[:, None]
+    jt_g = _weighted_sum(weights, s)
     if spec.objective is not None and not spec.multiplicative:
         # For the argmax/argmin of a linear objective under additive noise, J is the
         # Hessian of ±F_ε, hence symmetric: averaging the estimates of Jᵀg and Jg
         # halves part of the variance at no bias.
         (y,) = jtu.tree_leaves(ys)
+        (yb,) = jtu.tree_leaves(ybar)
         (gv,) = jtu.tree_leaves(g)
-        proj = jnp.sum(s * gv[None], axis=tuple(range(2, s.ndim)))  # (K, B)
-        j_g = jnp.einsum("kb,kb...->b...", proj, y)
+        proj = _instance_dot(s, gv)  # (B, K)
+        j_g = _weighted_sum(proj, y)
+        if m > 1:  # Σ_k proj_k (y_k − ȳ)
+            total = jnp.sum(proj, axis=1).reshape((-1,) + (1,) * (yb.ndim - 1))
+            j_g = j_g - total * yb
         jt_g = (jt_g + j_g) / 2
     return jt_g
 
@@ -215,14 +268,14 @@ def _mean_bwd(spec: Spec, res, g):
     (theta, ybar, saved), keys = res
     g = jtu.tree_map(lambda gi: gi.astype(_compute_dtype(gi.dtype)), g)
     if saved is not None:
-        ys, z = saved
-        total = _vjp_terms(spec, ybar, ys, z, g)
+        ys, s = saved
+        total = _vjp_terms(spec, ybar, ys, s, g)
     else:
 
         def body(total, k):
-            z = _draw(spec, k, theta)
+            z, s = _draw(spec, k, theta)
             _, ys = _solve_samples(spec, theta, z)
-            return total + _vjp_terms(spec, ybar, ys, z, g)
+            return total + _vjp_terms(spec, ybar, ys, s, g)
 
         init = jnp.zeros(theta.shape, _compute_dtype(theta.dtype))
         total = _fold_chunks(keys, spec.chunk_size, body, init)
@@ -261,12 +314,12 @@ def _objective_fwd(spec: Spec, theta: Array, key: Key):
 
     def body(carry, k):
         value, slope = carry
-        z = _draw(spec, k, theta)
+        z = _draw(spec, k, theta)[0]  # (its scores are dead code, removed by jit)
         theta_m, ys = _solve_samples(spec, theta, z)
         (y,) = jtu.tree_leaves(ys)
         # Off the solution θ may be +inf (a graph's missing arcs): skip 0 * inf.
         theta_m = jnp.where(y != 0, theta_m, 0)
-        value = value + _sample_sum(_instance_dot(y, theta_m))
+        value = value + jnp.einsum("bkn,bkn->b", _flat(y), _flat(theta_m))
         # d<y, θ_m>/dθ at fixed y (Danskin): y for additive, y ⊙ θ_m/θ otherwise.
         if spec.multiplicative:
             y = y * jnp.exp(spec.sigma * z - spec.sigma**2 / 2)

@@ -7,6 +7,7 @@ Berthet et al. (2020, Prop. 3.1), J = E[y*(θ + σZ) ∇ν(Z)ᵀ] / σ.
 """
 
 import abc
+import functools as ft
 from typing import Any
 
 import equinox as eqx
@@ -21,7 +22,8 @@ class AbstractNoise(eqx.Module):
     """Base class of the noise distributions shipped with perturbed_layers.
 
     Subclasses give `sample`, `log_prob` and `score`; `centred_score` has a default
-    (projection onto sum-zero directions) that a subclass may sharpen.
+    (projection onto sum-zero directions) that a subclass may sharpen, and
+    `sample_and_score` one (sample, then score) that a subclass may make cheaper.
     """
 
     @abc.abstractmethod
@@ -47,6 +49,18 @@ class AbstractNoise(eqx.Module):
         """
         s = self.score(z)
         return s - jnp.mean(s, axis=-1, keepdims=True)
+
+    def sample_and_score(
+        self, key: Key, sample_shape: Shape, dtype: DType, *, centred: bool
+    ) -> tuple[Float[Array, "*batch n"], Float[Array, "*batch n"]]:
+        """`sample(key, sample_shape, dtype)` and its score (`centred_score` if
+        `centred`, along the last axis), drawn together.
+
+        The engine calls this once per sample, so a subclass may share work between
+        the two (see `Gumbel`); the samples must be those of `sample`.
+        """
+        z = self.sample(key, sample_shape, dtype)
+        return z, (self.centred_score(z) if centred else self.score(z))
 
 
 class Gumbel(AbstractNoise):
@@ -82,6 +96,35 @@ class Gumbel(AbstractNoise):
         # (Rao-Blackwellisation; the shift-free part of Z is a function of softmax(-Z)).
         n = z.shape[-1]
         return 1 - n * jax.nn.softmax(-z, axis=-1)
+
+    def sample_and_score(
+        self, key: Key, sample_shape: Shape, dtype: DType, *, centred: bool
+    ) -> tuple[Float[Array, "*batch n"], Float[Array, "*batch n"]]:
+        # jax's flag for another Gumbel sampler (then: no sharing), read as jax says.
+        if jax.config.jax_high_dynamic_range_gumbel:  # pyright: ignore[reportAttributeAccessIssue]
+            z = self.sample(key, sample_shape, dtype)
+            return z, (self.centred_score(z) if centred else self.score(z))
+        return _gumbel_and_score(key, tuple(sample_shape), dtype, centred)
+
+
+@ft.partial(jax.jit, static_argnums=(1, 2, 3))
+def _gumbel_and_score(
+    key: Key, shape: tuple[int, ...], dtype: DType, centred: bool
+) -> tuple[Array, Array]:
+    # jax.random.gumbel's own draw, Z = -log(-log U), with log U = -e^{-Z} kept: the
+    # score needs e^{-Z}, so it costs no transcendental of its own. Compiled as a
+    # unit, as jax.random.gumbel is, so that eagerly too Z matches its samples.
+    u = jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+    log_u = jnp.log(u)
+    z = -jnp.log(-log_u)
+    if not centred:
+        return z, 1 + log_u
+    # 1 - n softmax(-Z) = 1 - n e^{-Z} / Σ e^{-Z}, as `Gumbel.centred_score`. The sum
+    # as a dot: XLA:CPU then fuses the division into whatever layout change follows
+    # instead of writing the score out twice (measured).
+    n = shape[-1]
+    total = log_u @ jnp.ones(n, log_u.dtype)
+    return z, 1 - n * (log_u / total[..., None])
 
 
 class Normal(AbstractNoise):

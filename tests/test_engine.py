@@ -206,3 +206,17 @@ def test_noise_scores():
         np.testing.assert_allclose(noise.score(z), autodiff, rtol=1e-6)
         # The shift-invariant score has mean zero along the instance.
         assert abs(float(jnp.sum(noise.centred_score(z)))) < 1e-5
+
+
+@pytest.mark.parametrize("noise", [pl.Gumbel(), pl.Normal()], ids=["gumbel", "normal"])
+@pytest.mark.parametrize("shape", [(4, 7), (3, 2, 5), (1, 1000)])
+@pytest.mark.parametrize("centred", [False, True])
+def test_sample_and_score_is_sample_then_score(noise, shape, centred, getkey):
+    """The engine draws noise and its score together (`Gumbel` shares the log U of
+    jax's own draw); they must be `sample`'s noise and `score`/`centred_score` of it."""
+    key = getkey()
+    z, score = noise.sample_and_score(key, shape, jnp.float32, centred=centred)
+    expected = noise.sample(key, shape, jnp.float32)
+    np.testing.assert_allclose(z, expected, rtol=1e-6, atol=1e-6)
+    want = noise.centred_score(expected) if centred else noise.score(expected)
+    np.testing.assert_allclose(score, want, rtol=1e-5, atol=1e-5)
