@@ -16,8 +16,9 @@ M ∈ {1, 3, 10} samples:
 - ours: `pl.FenchelYoungLoss(pl.Perturbed(pl.solvers.pyepo_shortest_path,
   objective="min", event_ndim=1, num_samples=M, sigma=1.0, noise=pl.Normal()))`,
   `optax.adam`, one `eqx.filter_jit` train step (the batch gathered on the device
-  from the step's indices), run as the experiments CLI runs it: `steps_per_call`
-  (the `training.steps_per_call` default, 10) steps per compiled call, in a loop
+  from the step's indices), run as the experiments CLI runs this problem's config
+  (`training.steps_per_call: 10` in configs/pyepo_shortest_path.yaml): 10 steps per
+  compiled call, in a loop
   inside the call (4 dispatches per epoch instead of 32). With `--variants` (run.py's
   full run) also `ours_scan`: the epoch's full batches in one call, for information.
 
@@ -66,8 +67,8 @@ NUM_DATA, NUM_FEATURES, GRID, DEG, NOISE_WIDTH, DATA_SEED = 2000, 5, 5, 4, 0.5, 
 TEST_SIZE, SPLIT_SEED = 1000, 42
 BATCH, LR, SIGMA = 32, 1e-2, 1.0
 MS = (1, 3, 10)
-# Steps per compiled call on our side: the default of the experiments CLI
-# (`training.steps_per_call` in perturbed_layers/experiments/_config.py).
+# Steps per compiled call on our side: what configs/pyepo_shortest_path.yaml sets
+# (`training.steps_per_call`).
 STEPS_PER_CALL = 10
 SPEEDUP_TARGET, REGRET_TOLERANCE_POINTS = 20.0, 0.5
 
@@ -216,7 +217,7 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
 
 class OursTrainer:
     """Our side: the full batches `steps_per_call` at a time in one jitted call (a
-    `lax.scan` over the step, as the experiments CLI does), then the last, smaller
+    `lax.scan` over the step, as the experiments CLI does with `steps_per_call > 1`), then the last, smaller
     batch on its own; 1 is one call per step."""
 
     def __init__(
@@ -424,7 +425,8 @@ def run(
             "ours": "FenchelYoungLoss(Perturbed(pyepo_shortest_path, objective='min', "
             "event_ndim=1, num_samples=M, sigma=1.0, noise=Normal())), optax.adam, "
             f"eqx.filter_jit step, {STEPS_PER_CALL} steps per call as the "
-            "experiments CLI runs it (training.steps_per_call), then the last batch",
+            "experiments CLI runs configs/pyepo_shortest_path.yaml "
+            "(training.steps_per_call: 10), then the last batch",
             "variants": "(with variants=True, information only) ours_scan: the "
             "epoch's full batches in one jitted call, then the last batch: the "
             "same steps with 2 dispatches per epoch instead of 32",

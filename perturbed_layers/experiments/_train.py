@@ -1,13 +1,13 @@
 """The training loop: train from a config, checkpoint, resume, stop on divergence.
 
 **One compiled step.** `train_step` (model → θ, loss through the perturbed layer, its
-gradient, the optax update) runs `training.steps_per_call` times per call of one
-`eqx.filter_jit` function (`train_steps`, a `fori_loop`), compiled once per run:
-batches have one static shape (the last partial batch of an epoch is dropped), each
+gradient, the optax update) is one `eqx.filter_jit` function, or with
+`training.steps_per_call > 1` a `fori_loop` over it (`train_steps`), compiled once per
+run: batches have one static shape (the last partial batch of an epoch is dropped), each
 epoch's batches are placed on the devices at once, and a call receives only the range
 of steps to run. Fewer, longer calls save the per-call dispatch, which dominates for
-small models; every step's loss still reaches the progress bar and the divergence
-check.
+small models (but XLA:CPU runs convolutions several times slower inside the loop);
+every step's loss still reaches the progress bar and the divergence check.
 
 **Reproducible order.** Epoch e shuffles with `np.random.default_rng((seed, e))` and
 draws its noise from `fold_in(key, e)`, step s of it from `fold_in(·, s)`: the data
@@ -111,6 +111,11 @@ def train_steps(
     carry = (arrays, opt_state, jnp.asarray(losses))
     arrays, opt_state, filled = jax.lax.fori_loop(start, stop, body, carry)
     return eqx.combine(arrays, static), opt_state, filled
+
+
+@eqx.filter_jit
+def _set(losses: Float[ArrayLike, " steps"], step: ArrayLike, value: Array) -> Array:
+    return jnp.asarray(losses).at[step].set(value)
 
 
 def _finite(model: Any) -> bool:
@@ -262,10 +267,17 @@ def train(
                 losses = np.full(num_batches, np.nan, np.float32)
                 for begin in calls:
                     end = min(begin + training.steps_per_call, num_batches)
-                    model, opt_state, losses = train_steps(
-                        model, opt_state, exp.loss, exp.optimizer, batches,
-                        np.int32(begin), np.int32(end), epoch_key, losses,
-                    )  # fmt: skip
+                    if training.steps_per_call == 1:  # no loop around the step
+                        model, opt_state, value = train_step(
+                            model, opt_state, exp.loss, exp.optimizer, batches,
+                            np.int32(begin), epoch_key,
+                        )  # fmt: skip
+                        losses = _set(losses, np.int32(begin), value)
+                    else:
+                        model, opt_state, losses = train_steps(
+                            model, opt_state, exp.loss, exp.optimizer, batches,
+                            np.int32(begin), np.int32(end), epoch_key, losses,
+                        )  # fmt: skip
                     bar.update(end - begin)
                     if progress and time.perf_counter() - shown > 0.5:
                         # Waits for these steps; the metric is the last epoch's.
