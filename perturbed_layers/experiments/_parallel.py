@@ -129,9 +129,9 @@ def initialize_distributed(options: DistributedOptions, source: str) -> bool:
     try:
         jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
     except (RuntimeError, ValueError, TypeError) as error:
-        set_keys = ", ".join(f"distributed.{k}" for k, v in given.items() if v) or (
-            f"none set; detected: {cluster_detected() or 'no cluster'}"
-        )
+        set_keys = ", ".join(
+            f"distributed.{k}" for k, v in given.items() if v is not None
+        ) or (f"none set; detected: {cluster_detected() or 'no cluster'}")
         raise ValueError(
             f"distributed: jax.distributed.initialize failed ({set_keys}): {error}"
         ) from None
@@ -234,13 +234,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def local_copy(tree: Any) -> Any:
     """A copy of `tree` on this process's first device (for evaluation)."""
-    return jax.device_put(to_host(_keys_as_data(tree)), jax.local_devices()[0])
-
-
-def _keys_as_data(tree: Any) -> Any:
-    return jax.tree.map(
-        lambda x: jax.random.key_data(x) if _is_key(x) else x, tree, is_leaf=_is_key
-    )
+    return jax.device_put(to_host(tree), jax.local_devices()[0])
 
 
 def epoch_batches(train: Batch, order: np.ndarray, mesh: Mesh) -> Batch:
