@@ -82,6 +82,13 @@ def inputs(b: int, n: int):
     return theta, v
 
 
+class _GumbelNoMoment(pl.Gumbel):
+    """Gumbel noise whose score moment is 'unknown': no score control variate."""
+
+    def score_moment(self, n: int, *, centred: bool) -> float | None:
+        return None
+
+
 def forward(name: str, m: int, chunk: int | None = None):
     """A forward function (theta (B, n), key) -> y (B, n) for contender `name`."""
     gumbel = pl.Gumbel()
@@ -119,6 +126,9 @@ def forward(name: str, m: int, chunk: int | None = None):
         return generic(objective=None, shift_invariant=True)
     if name == "ours_loo_sym":
         return generic(objective="max", shift_invariant=False)
+    if name == "ours_no_cv":
+        layer = pl.PerturbedArgmax(num_samples=m, sigma=SIGMA, noise=_GumbelNoMoment())
+        return lambda t, k: layer(t, key=k)
     if name == "ours_optax_noise":
         layer = pl.PerturbedArgmax(
             num_samples=m, sigma=SIGMA, noise=optax.perturbations.Gumbel()
@@ -134,7 +144,7 @@ def forward(name: str, m: int, chunk: int | None = None):
 
 DESCRIPTIONS = {
     "ours": "pl.PerturbedArgmax (leave-one-out + Rao-Blackwellised score + "
-    "symmetrised), per instance",
+    "symmetrised + score control variate), per instance",
     "optax_whole": "optax make_perturbed_fun on the whole (B, n) batch (one instance)",
     "optax_vmapped": "optax make_perturbed_fun vmapped over rows, split keys",
     "ours_loo": "pl.Perturbed(argmax, objective=None, shift_invariant=False): "
@@ -142,7 +152,9 @@ DESCRIPTIONS = {
     "ours_loo_rb": "pl.Perturbed(objective=None, shift_invariant=True): "
     "leave-one-out + Rao-Blackwellised score",
     "ours_loo_sym": "pl.Perturbed(objective='max', shift_invariant=False): "
-    "leave-one-out + symmetrised",
+    "leave-one-out + symmetrised + score control variate",
+    "ours_no_cv": "pl.PerturbedArgmax with a Gumbel noise of unknown score moment: "
+    "everything but the score control variate",
     "ours_optax_noise": "pl.PerturbedArgmax(noise=optax.perturbations.Gumbel()): "
     "foreign noise, projected score instead of Rao-Blackwell",
     "ours_chunked": "pl.PerturbedArgmax(chunk_size=M/4): same samples as 'ours'",
@@ -195,6 +207,7 @@ def bench_accuracy(quick: bool) -> dict[str, Any]:
         "ours_loo",
         "ours_loo_rb",
         "ours_loo_sym",
+        "ours_no_cv",
         "ours_optax_noise",
         "ours_chunked",
         "pl_make_perturbed_fun_whole",

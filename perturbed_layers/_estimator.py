@@ -207,6 +207,7 @@ def perturbed_mean(spec: Spec, theta: Float[Array, "B ..."], key: Key) -> Any:
 def _mean_fwd(spec: Spec, theta: Array, key: Key):
     keys = jax.random.split(key, spec.num_samples)
     out_dtypes = jtu.tree_map(lambda s: s.dtype, jax.eval_shape(spec.solve, theta[0]))
+    control = _score_moment(spec, theta) is not None
     if spec.chunk_size is None:
         # Keep the samples' solutions and scores for the backward pass: M solver calls
         # in all; the scores are drawn with the noise (see `AbstractNoise`).
@@ -214,11 +215,18 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
         _, ys = _solve_samples(spec, theta, z)
         ybar = jtu.tree_map(lambda y: _sample_sum(y) / spec.num_samples, ys)
         saved = (ys, s)
+        ys_total = None  # the backward sums ⟨y_k, s_k⟩ itself
     else:
         # Bounded memory: keep nothing per sample; the backward redraws and re-solves.
-        def body(total, k):
-            _, ys = _solve_samples(spec, theta, _draw(spec, k, theta)[0])
-            return _add_trees(total, jtu.tree_map(_sample_sum, ys))
+        # It needs Σ_k ⟨y_k, s_k⟩ over all samples for its control variate, so the
+        # forward sums it as it goes.
+        def body(carry, k):
+            total, ys_total = carry
+            z, s = _draw(spec, k, theta)
+            _, ys = _solve_samples(spec, theta, z)
+            if control:
+                ys_total = ys_total + jnp.sum(_pair_dot(ys, s), axis=1)
+            return _add_trees(total, jtu.tree_map(_sample_sum, ys)), ys_total
 
         shapes = jax.eval_shape(
             lambda k: _solve_samples(spec, theta, _draw(spec, k, theta)[0])[1],
@@ -227,18 +235,41 @@ def _mean_fwd(spec: Spec, theta: Array, key: Key):
         init = jtu.tree_map(
             lambda s: jnp.zeros(s.shape[:1] + s.shape[2:], s.dtype), shapes
         )
-        total = _fold_chunks(keys, spec.chunk_size, body, init)
+        init = (init, jnp.zeros(theta.shape[:1], _compute_dtype(theta.dtype)))
+        total, ys_total = _fold_chunks(keys, spec.chunk_size, body, init)
         ybar = jtu.tree_map(lambda t: t / spec.num_samples, total)
         saved = None
     out = jtu.tree_map(lambda y, d: y.astype(d), ybar, out_dtypes)
-    residuals = _first_order_only(theta, (theta, ybar, saved))
+    residuals = _first_order_only(theta, (theta, ybar, saved, ys_total))
     return out, (residuals, keys)
 
 
-def _vjp_terms(spec: Spec, ybar: Any, ys: Any, s: Array, g: Any) -> Array:
+def _score_moment(spec: Spec, theta: Array) -> float | None:
+    """c with E[s sᵀ] = c·I (c·(I − 11ᵀ/n) centred) where the control variate of
+    `_vjp_terms` applies, else None.
+
+    It applies where the Jacobian estimate is symmetrised (J square), with at least
+    three samples and a noise whose score moment is known in closed form.
+    """
+    if spec.objective is None or spec.multiplicative or spec.num_samples < 3:
+        return None
+    n = math.prod(theta.shape[1:])
+    return spec.noise.score_moment(n, centred=spec.shift_invariant)
+
+
+def _pair_dot(a: Any, b: Array) -> Array:
+    """⟨a[b, k], s[b, k]⟩ over the event for a single-leaf a and s, both (B, K, ...)."""
+    (a,) = jtu.tree_leaves(a)
+    return jnp.sum(_flat(a) * _flat(b).astype(a.dtype), axis=2)
+
+
+def _vjp_terms(
+    spec: Spec, ybar: Any, ys: Any, s: Array, g: Any, ys_total: Array | None
+) -> Array:
     """Σ_k over this chunk of the (unscaled) estimate of Jᵀg, shape (B, *event).
 
-    `ys` (B, K, ...) are the samples' solutions and `s` (B, K, *event) their scores.
+    `ys` (B, K, ...) are the samples' solutions, `s` (B, K, *event) their scores and
+    `ys_total` (B,) is Σ_k ⟨y_k, s_k⟩ over all M samples (None: this chunk is all).
     """
     m = spec.num_samples
     # Leave-one-out baseline: Σ_k (y_k − mean_{j≠k} y_j) s_kᵀ equals
@@ -247,35 +278,58 @@ def _vjp_terms(spec: Spec, ybar: Any, ys: Any, s: Array, g: Any) -> Array:
     weights = _instance_dot(ys, g)  # (B, K)
     if m > 1:
         weights = weights - _event_dot(ybar, g)[:, None]
-    jt_g = _weighted_sum(weights, s)
-    if spec.objective is not None and not spec.multiplicative:
-        # For the argmax/argmin of a linear objective under additive noise, J is the
-        # Hessian of ±F_ε, hence symmetric: averaging the estimates of Jᵀg and Jg
-        # halves part of the variance at no bias.
-        (y,) = jtu.tree_leaves(ys)
-        (yb,) = jtu.tree_leaves(ybar)
-        (gv,) = jtu.tree_leaves(g)
-        proj = _instance_dot(s, gv)  # (B, K)
-        j_g = _weighted_sum(proj, y)
-        if m > 1:  # Σ_k proj_k (y_k − ȳ)
-            total = jnp.sum(proj, axis=1).reshape((-1,) + (1,) * (yb.ndim - 1))
-            j_g = j_g - total * yb
-        jt_g = (jt_g + j_g) / 2
-    return jt_g
+    if spec.objective is None or spec.multiplicative:
+        return _weighted_sum(weights, s)
+    # For the argmax/argmin of a linear objective under additive noise, J is the
+    # Hessian of ±F_ε, hence symmetric: averaging the estimates of Jᵀg and Jg halves
+    # part of the variance at no bias.
+    (y,) = jtu.tree_leaves(ys)
+    (yb,) = jtu.tree_leaves(ybar)
+    (gv,) = jtu.tree_leaves(g)
+    proj = _instance_dot(s, gv)  # (B, K): ⟨s_k, g⟩
+    weights = weights / 2
+    c = _score_moment(spec, gv)
+    correction = 0
+    if c is not None:
+        # Control variate: E[(sᵀg) s] = E[s sᵀ] g = c·g (c·(g − mean g) centred)
+        # exactly, so subtracting α_k ((s_kᵀg) s_k − c·g) leaves the estimate unbiased
+        # for any α_k independent of sample k. With α_k = tr Ĵ_{−k} / tr E[s sᵀ], the
+        # trace of a baseline-free estimate from the other samples, it removes the part
+        # of the error that follows ‖s_k‖: 0.62–0.98× the variance on argmax, top-k
+        # and grid shortest paths, 0.33× on ranking (M = 100–1000).
+        n = gv[0].size
+        if spec.shift_invariant:
+            gv_c = gv - jnp.mean(gv, axis=tuple(range(1, gv.ndim)), keepdims=True)
+            trace = c * (n - 1)
+        else:
+            gv_c, trace = gv, c * n
+        own = _pair_dot(ys, s)  # (B, K): ⟨y_k, s_k⟩
+        total = jnp.sum(own, axis=1) if ys_total is None else ys_total
+        # (M−1)/M ⋅ α_k: this function's sums are (M−1) times the estimate.
+        alpha = (total[:, None] - own) / (m * trace)
+        weights = weights - alpha * proj
+        shape = (-1,) + (1,) * (gv.ndim - 1)
+        correction = c * jnp.sum(alpha, axis=1).reshape(shape) * gv_c
+    jt_g = _weighted_sum(weights, s) + correction
+    j_g = _weighted_sum(proj / 2, y)
+    if m > 1:  # Σ_k proj_k (y_k − ȳ)
+        total = jnp.sum(proj, axis=1).reshape((-1,) + (1,) * (yb.ndim - 1))
+        j_g = j_g - total * yb / 2
+    return jt_g + j_g
 
 
 def _mean_bwd(spec: Spec, res, g):
-    (theta, ybar, saved), keys = res
+    (theta, ybar, saved, ys_total), keys = res
     g = jtu.tree_map(lambda gi: gi.astype(_compute_dtype(gi.dtype)), g)
     if saved is not None:
         ys, s = saved
-        total = _vjp_terms(spec, ybar, ys, s, g)
+        total = _vjp_terms(spec, ybar, ys, s, g, None)
     else:
 
         def body(total, k):
             z, s = _draw(spec, k, theta)
             _, ys = _solve_samples(spec, theta, z)
-            return total + _vjp_terms(spec, ybar, ys, s, g)
+            return total + _vjp_terms(spec, ybar, ys, s, g, ys_total)
 
         init = jnp.zeros(theta.shape, _compute_dtype(theta.dtype))
         total = _fold_chunks(keys, spec.chunk_size, body, init)

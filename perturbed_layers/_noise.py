@@ -50,6 +50,17 @@ class AbstractNoise(eqx.Module):
         s = self.score(z)
         return s - jnp.mean(s, axis=-1, keepdims=True)
 
+    def score_moment(self, n: int, *, centred: bool) -> float | None:
+        """c such that E[s sᵀ] = c·I for the score s of n i.i.d. coordinates, or
+        c·(I − 11ᵀ/n) for the centred score; None when it is not known in closed form.
+
+        The estimator uses it for a control variate: E[(sᵀg) s] = E[s sᵀ] g exactly.
+        For the default `centred_score` (a projection), c is the same as for the score:
+        the Fisher information of one coordinate.
+        """
+        del n, centred
+        return None
+
     def sample_and_score(
         self, key: Key, sample_shape: Shape, dtype: DType, *, centred: bool
     ) -> tuple[Float[Array, "*batch n"], Float[Array, "*batch n"]]:
@@ -96,6 +107,11 @@ class Gumbel(AbstractNoise):
         # (Rao-Blackwellisation; the shift-free part of Z is a function of softmax(-Z)).
         n = z.shape[-1]
         return 1 - n * jax.nn.softmax(-z, axis=-1)
+
+    def score_moment(self, n: int, *, centred: bool) -> float | None:
+        # The score 1 − e^{−Z} has variance 1. The centred score is 1 − n·D with D
+        # uniform on the simplex (Dirichlet(1, …, 1)): Cov(n·D) = n/(n+1)·(I − 11ᵀ/n).
+        return n / (n + 1) if centred else 1.0
 
     def sample_and_score(
         self, key: Key, sample_shape: Shape, dtype: DType, *, centred: bool
@@ -150,6 +166,10 @@ class Normal(AbstractNoise):
 
     def score(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
         return z
+
+    def score_moment(self, n: int, *, centred: bool) -> float | None:
+        del n, centred  # E[Z Zᵀ] = I; its projection onto sum-zero: I − 11ᵀ/n
+        return 1.0
 
 
 class ForeignNoise(AbstractNoise):

@@ -42,7 +42,8 @@ class AbstractPerturbed(eqx.Module):
     a leave-one-out baseline (any solver); for shift-invariant solvers the score's
     conditional expectation given the shift-free part of Z (Rao–Blackwellisation);
     for linear-objective solvers under additive noise the symmetrised estimate
-    ½(Ĵᵀv + Ĵv), since J is then a Hessian. For `perturbation="multiplicative"`,
+    ½(Ĵᵀv + Ĵv), since J is then a Hessian, with a control variate on the score's
+    second moment (Gumbel and Normal noise). For `perturbation="multiplicative"`,
     θ_m = θ ⊙ exp(σZ − σ²/2) with standard normal Z and J = E[y* Zᵀ] / (σθ)
     column-wise. Without chunking the solver runs M times per forward and backward
     together; with `chunk_size=K` memory is bounded by K samples and the backward

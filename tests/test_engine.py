@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import core_layers, rel_error, softmax_jacobian
+from helpers import TF_THETA, core_layers, rel_error, softmax_jacobian
 
 import perturbed_layers as pl
 
@@ -220,3 +220,90 @@ def test_sample_and_score_is_sample_then_score(noise, shape, centred, getkey):
     np.testing.assert_allclose(z, expected, rtol=1e-6, atol=1e-6)
     want = noise.centred_score(expected) if centred else noise.score(expected)
     np.testing.assert_allclose(score, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("noise", [pl.Gumbel(), pl.Normal()], ids=["gumbel", "normal"])
+@pytest.mark.parametrize("centred", [False, True])
+def test_score_moment_is_the_second_moment_of_the_score(noise, centred):
+    """`score_moment` is what the control variate relies on: E[s sᵀ] = c·I, or
+    c·(I − 11ᵀ/n) for the centred score."""
+    n = 5
+    _, s = noise.sample_and_score(
+        jax.random.key(4), (400_000, n), jnp.float32, centred=centred
+    )
+    moment = np.asarray(s.T @ s / s.shape[0])
+    c = noise.score_moment(n, centred=centred)
+    want = c * (np.eye(n) - 1 / n if centred else np.eye(n))
+    # Entries of s² have variance <= ~9 (Gumbel's 1 − e^{−Z}): standard error of the
+    # mean <= 3/sqrt(400,000) = 0.005.
+    np.testing.assert_allclose(moment, want, atol=0.025)
+
+
+def _vjp_samples(layer, theta, v, keys):
+    """The layer's VJP of v for each key, stacked: (len(keys), *theta.shape)."""
+
+    def one(key):
+        return jax.vjp(lambda t: layer(t, key=key), theta)[1](v)[0]
+
+    return jax.jit(jax.vmap(one))(keys)
+
+
+class _GumbelUnknownMoment(pl.Gumbel):
+    # The same samples and scores as Gumbel, without the closed-form score moment:
+    # the estimator then runs without its control variate.
+    def score_moment(self, n, *, centred):
+        return None
+
+
+class _NormalUnknownMoment(pl.Normal):
+    def score_moment(self, n, *, centred):
+        return None
+
+
+def test_control_variate_keeps_the_argmax_vjp_unbiased():
+    # M = 4: a control-variate coefficient that used sample k's own output (no
+    # leave-one-out) would bias each estimate by O(1/M); averaged over 40,000 keys the
+    # estimate must match the exact softmax VJP to Monte-Carlo precision.
+    theta = jnp.asarray(TF_THETA, jnp.float32)
+    v = jax.random.normal(jax.random.key(5), theta.shape)
+    exact = jnp.einsum("bi,bij->bj", v, softmax_jacobian(theta, 0.5))
+    layer = pl.PerturbedArgmax(num_samples=4, sigma=0.5, noise=pl.Gumbel())
+    vjps = _vjp_samples(layer, theta, v, jax.random.split(jax.random.key(6), 40_000))
+    mean, stderr = jnp.mean(vjps, axis=0), jnp.std(vjps, axis=0) / 200
+    assert float(jnp.max(jnp.abs(mean - exact) / (stderr + 1e-3))) < 4.5
+
+
+@pytest.mark.parametrize(
+    "make, most",
+    [
+        (
+            lambda noise: pl.PerturbedArgmax(num_samples=200, sigma=0.5, noise=noise),
+            0.95,
+        ),
+        (
+            lambda noise: pl.PerturbedTopK(3, num_samples=200, sigma=0.5, noise=noise),
+            0.85,
+        ),
+        (
+            lambda noise: pl.PerturbedRanking(num_samples=200, sigma=0.5, noise=noise),
+            0.6,
+        ),
+    ],
+    ids=["argmax", "topk", "ranking"],
+)
+@pytest.mark.parametrize(
+    "noises",
+    [(pl.Gumbel(), _GumbelUnknownMoment()), (pl.Normal(), _NormalUnknownMoment())],
+    ids=["gumbel", "normal"],
+)
+def test_control_variate_reduces_the_vjp_variance(make, most, noises):
+    """Same samples, same scores, with and without the control variate: the spread of
+    the VJP over keys shrinks (variance ratios at these keys: 0.86/0.74 argmax with
+    Gumbel/Normal noise, 0.72/0.59 top-k, 0.43/0.26 ranking)."""
+    theta = jax.random.normal(jax.random.key(7), (16, 8))
+    v = jax.random.normal(jax.random.key(8), theta.shape)
+    keys = jax.random.split(jax.random.key(9), 64)
+    with_cv, without = (_vjp_samples(make(n), theta, v, keys) for n in noises)
+    pooled = (jnp.mean(with_cv, axis=0) + jnp.mean(without, axis=0)) / 2
+    ratio = jnp.sum((with_cv - pooled) ** 2) / jnp.sum((without - pooled) ** 2)
+    assert float(ratio) < most
