@@ -5,7 +5,10 @@ Sections (`--only NAME ...` picks some):
 
 - `accuracy`: relative error of the VJP of the perturbed argmax against the exact
   softmax Jacobian, B=32, n=10, σ=0.5, Gumbel, M ∈ {100, 1000}, mean over 20 keys;
-  ours vs optax (whole batch / vmapped per row) and jaxopt (whole / vmapped).
+  ours vs optax (whole batch / vmapped per row) and jaxopt (whole / vmapped); also
+  ablation variants of our estimator (information only, in no target; --quick: the
+  chunked one at M=1000), and checks that chunked and unchunked, and
+  pl.make_perturbed_fun and optax, give the same gradients from the same samples.
 - `timing`: forward+gradient wall time over B ∈ {1, 32, 256}, n ∈ {10, 100, 1000},
   M ∈ {100, 1000} (a subset with --quick), and the noise-draw floor (B·n·M Gumbel
   values alone) where B·n·M ≥ 10⁷.
@@ -185,7 +188,7 @@ def compiled_vg(name: str, b: int, n: int, m: int) -> C.Compiled:
     if key not in _CACHE:
         theta, v = core.inputs(b, n)
         if name == "floor":
-            fn, args = core.floor_fns(b, n, m)["floor_gumbel"], (jax.random.key(7),)
+            fn, args = core.floor_fn(b, n, m), (jax.random.key(7),)
         else:
             fn = core.vg_fn(forward_any(name, m))
             args = (theta, v, jax.random.key(core.RUN_KEY_SEED))
@@ -221,6 +224,53 @@ def time_point(
 # ------------------------------------------------------------ 1. accuracy
 
 
+ACCURACY_VARIANTS = (
+    "ours_loo",
+    "ours_loo_rb",
+    "ours_loo_sym",
+    "ours_no_cv",
+    "ours_optax_noise",
+    "ours_chunked",
+    "pl_make_perturbed_fun_whole",
+)
+# Consistency checks: the variant computes the same estimate as the contender.
+ACCURACY_CHECKS = {
+    "chunked_vs_unchunked_max_abs_diff": ("ours_chunked", "ours"),
+    "pl_make_perturbed_fun_vs_optax_max_abs_diff": (
+        "pl_make_perturbed_fun_whole",
+        "optax_whole",
+    ),
+}
+
+
+def accuracy_variants(quick: bool, m: int) -> list[str]:
+    """Ablations of our estimator and same-samples checks (information only: no
+    target's ratio uses them); --quick keeps only `ours_chunked` at M=1000."""
+    if not quick:
+        return list(ACCURACY_VARIANTS)
+    return ["ours_chunked"] if m == 1000 else []
+
+
+def error_summary(grads: list[np.ndarray], g_exact) -> dict[str, Any]:
+    """Relative errors of one contender's gradients over the keys, summarised."""
+    errs = [core.rel_err(g, g_exact) for g in grads]
+    s = C.summarize(errs)
+    return {**{k: s[k] for k in ("mean", "median", "min", "max")}, "per_key": errs}
+
+
+def accuracy_checks(grads: dict[str, list[np.ndarray]], g_exact) -> dict[str, float]:
+    """Max |difference| over keys and entries of the pairs of `ACCURACY_CHECKS` that
+    ran, and max |g| for scale."""
+    checks = {
+        check: float(
+            max(np.max(np.abs(x - y)) for x, y in zip(grads[a], grads[b], strict=True))
+        )
+        for check, (a, b) in ACCURACY_CHECKS.items()
+        if a in grads and b in grads
+    }
+    return {**checks, "max_abs_g_exact": float(np.max(np.abs(g_exact)))}
+
+
 def bench_accuracy(quick: bool) -> dict[str, Any]:
     b, n = 32, 10
     theta, v = core.inputs(b, n)
@@ -238,19 +288,21 @@ def bench_accuracy(quick: bool) -> dict[str, Any]:
             "keys": f"split(key({core.KEYS_SEED}), {core.NUM_ACC_KEYS})",
             "metric": "mean over keys of ||g_hat - g||_F / ||g||_F, whole batch; "
             "g = exact softmax VJP (float64)",
+            "variants": "ablations of our estimator and same-samples checks, "
+            "information only (in no ratio)",
         },
         "by_M": {},
     }
     for m in (100, 1000):
-        res: dict[str, Any] = {}
-        for name in names:
+        variants = accuracy_variants(quick, m)
+        grads: dict[str, list[np.ndarray]] = {}
+        res: dict[str, dict[str, Any]] = {}
+        for name in names + variants:
             c = compiled_vg(name, b, n, m)
-            errs = [core.rel_err(c.fn(theta, v, k)[1], g_exact) for k in keys]
-            s = C.summarize(errs)
+            grads[name] = [np.asarray(c.fn(theta, v, k)[1]) for k in keys]
             res[name] = {
                 "description": DESCRIPTIONS[name],
-                **{k: s[k] for k in ("mean", "median", "min", "max")},
-                "per_key": errs,
+                **error_summary(grads[name], g_exact),
                 "compile_s": c.compile_s,
             }
         ratios = {}
@@ -260,7 +312,12 @@ def bench_accuracy(quick: bool) -> dict[str, Any]:
                 "ratio_of_means": float(np.mean(a) / np.mean(r)),
                 "bootstrap95": core.bootstrap_ratio_ci(a, r),
             }
-        out["by_M"][str(m)] = {"contenders": res, "ratios": ratios}
+        out["by_M"][str(m)] = {
+            "contenders": {k: res[k] for k in names},
+            "variants": {k: res[k] for k in variants},
+            "ratios": ratios,
+            "checks": accuracy_checks(grads, g_exact),
+        }
         log(
             f"  accuracy M={m}: "
             + ", ".join(f"{k}={r['mean']:.4f}" for k, r in res.items())
@@ -965,6 +1022,48 @@ def render_targets(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def accuracy_rows(by_m: dict[str, Any], group: str) -> list[list[str]]:
+    """One row per contender of `group` ("contenders" or "variants"): its error at
+    each M ("-" where it did not run) and its description."""
+    entries: dict[str, dict[str, Any]] = {}
+    for e in by_m.values():
+        for name, c in e.get(group, {}).items():
+            entries.setdefault(name, c)
+    rows = []
+    for name, first in entries.items():
+        cells = []
+        for e in by_m.values():
+            c = e.get(group, {}).get(name)
+            cells.append(
+                f"{c['mean']:.4f} [{c['min']:.3f}, {c['max']:.3f}]" if c else "-"
+            )
+        label = name if group == "contenders" else f"{name} (variant)"
+        rows.append([label, *cells, first["description"]])
+    return rows
+
+
+def render_accuracy(by_m: dict[str, Any]) -> list[str]:
+    """Section 1: the peers, then the variants, and the consistency checks."""
+    variants = accuracy_rows(by_m, "variants")
+    header = ["contender", *(f"M={m}" for m in by_m), "what"]
+    parts = [C.markdown_table(header, accuracy_rows(by_m, "contenders") + variants)]
+    if variants:
+        parts += ["", "Variants are information only: no target's ratio uses them."]
+    checks = [
+        f"M={m}: " + ", ".join(f"{k} {x:.3g}" for k, x in e["checks"].items())
+        for m, e in by_m.items()
+        if e.get("checks")
+    ]
+    if checks:
+        parts += [
+            "",
+            "Consistency checks, max |difference| over keys and entries between "
+            "contenders that draw the same samples (max_abs_g_exact: the scale of "
+            "g): " + "; ".join(checks) + ".",
+        ]
+    return parts
+
+
 def render(res: dict[str, Any], pngs: dict[str, str]) -> str:
     env = res["env"]
     d = env["device"]
@@ -995,15 +1094,7 @@ def render(res: dict[str, Any], pngs: dict[str, str]) -> str:
     acc = res.get("accuracy")
     if acc and "by_M" in acc:
         parts += ["", "## 1. Gradient relative error, mean [min, max] over 20 keys", ""]
-        names = list(acc["by_M"]["100"]["contenders"])
-        rows = []
-        for name in names:
-            row = [name]
-            for m in ("100", "1000"):
-                c = acc["by_M"][m]["contenders"][name]
-                row.append(f"{c['mean']:.4f} [{c['min']:.3f}, {c['max']:.3f}]")
-            rows.append(row)
-        parts.append(C.markdown_table(["contender", "M=100", "M=1000"], rows))
+        parts += render_accuracy(acc["by_M"])
     tim = res.get("timing")
     if tim and "grid" in tim:
         parts += [

@@ -1,19 +1,20 @@
 """MkDocs hook: pages generated from the repository at build time, never written twice.
 
-- `<!-- generated: benchmarks -->` in a page becomes the tables of the latest results
-  in `bench/results/*.json` (one file per benchmark: the newest date, a full run
-  before a `--quick` one), and the plots drawn from them are added to the site as
-  `figures/bench_*.png`.
+- `<!-- generated: benchmarks -->` in a page becomes the latest report of
+  `python bench/run.py`, included as it is: the newest
+  `bench/results/<date>-<device>[-quick].md` (a full run before a `--quick` one of the
+  same day; `-partial` files, from `--only`, are not reports), its headings one level
+  down and its plots added to the site as `figures/bench_<name>.png`. Below it, the
+  names of the latest files of the other benchmarks (`devices-…`, `shortest_path-…`,
+  a partial run), which the page does not render.
 - `<!-- generated: config-keys -->` becomes the table of every key of the experiment
   config, with its type and default, read from the pydantic schema in
   `perturbed_layers.experiments`, or a note that the subpackage does not exist yet.
 
-A benchmark file whose layout this hook does not know is named on the page, not
-rendered: the build never fails because a benchmark changed its output.
+The build never fails because a benchmark changed its output: a missing plot is
+named on the page, and no result at all is said.
 """
 
-import io
-import json
 import pathlib
 import re
 import types
@@ -24,230 +25,119 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCH_MARK = "<!-- generated: benchmarks -->"
 CONFIG_MARK = "<!-- generated: config-keys -->"
-_NAME = re.compile(r"^(?P<name>[a-z_]+)-(?P<date>\d{4}-\d{2}-\d{2})(?P<rest>.*)\.json$")
+# `[<benchmark>-]<date><rest>.json|md`; bench/run.py's files have no prefix.
+_RESULT = re.compile(
+    r"^(?:(?P<prefix>[a-z_]+)-)?(?P<date>\d{4}-\d{2}-\d{2})(?P<rest>[^.]*)\.(?:json|md)$"
+)
+_HEADING = re.compile(r"^(#{1,5}) ", re.MULTILINE)
+_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)/\s]+\.png)\)")
 
 
 # ------------------------------------------------------------------ benchmarks
 
 
-def latest_results(folder: pathlib.Path = RESULTS) -> dict[str, pathlib.Path]:
-    """The newest result file per benchmark name (a full run before a quick one)."""
-    best: dict[str, tuple[tuple[str, bool], pathlib.Path]] = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        match = _NAME.match(path.name)
-        if match is None:
-            continue
-        rank = (match["date"], "quick" not in match["rest"])
-        name = match["name"]
-        if name not in best or rank > best[name][0]:
-            best[name] = (rank, path)
-    return {name: path for name, (_, path) in sorted(best.items())}
+def _results(folder: pathlib.Path) -> list[tuple[re.Match[str], pathlib.Path]]:
+    """The result files (JSON and Markdown) in `folder`, with their parsed names."""
+    paths = sorted(folder.iterdir()) if folder.is_dir() else []
+    matches = ((_RESULT.match(path.name), path) for path in paths)
+    return [(match, path) for match, path in matches if match is not None]
+
+
+def _rank(match: re.Match[str]) -> tuple[str, bool]:
+    """Newest date first; on the same date a full run before a `--quick` one."""
+    return match["date"], "-quick" not in match["rest"]
+
+
+def _partial(match: re.Match[str]) -> bool:
+    """Whether a file is from `bench/run.py --only` (some sections, not a report)."""
+    return match["rest"].endswith("-partial")
+
+
+def latest_report(folder: pathlib.Path = RESULTS) -> pathlib.Path | None:
+    """The newest Markdown report of `bench/run.py`, or None."""
+    reports = [
+        (_rank(match), path.name, path)
+        for match, path in _results(folder)
+        if match["prefix"] is None and path.suffix == ".md" and not _partial(match)
+    ]
+    return max(reports)[2] if reports else None
+
+
+def unrendered_results(
+    folder: pathlib.Path = RESULTS, report: pathlib.Path | None = None
+) -> list[list[pathlib.Path]]:
+    """The files of the latest run of every series but the report's: one series per
+    benchmark prefix (`devices`, `shortest_path`, ...), bench/run.py's partial runs,
+    and its full runs when the newest one is not the report (no Markdown yet)."""
+    found = _results(folder)
+    latest: dict[tuple[str, bool], tuple[tuple[str, bool], str]] = {}
+    for match, path in found:
+        series = (match["prefix"] or "", _partial(match))
+        candidate = (_rank(match), path.stem)
+        if series not in latest or candidate > latest[series]:
+            latest[series] = candidate
+    skip = report.stem if report is not None else None
+    stems = sorted(stem for _, stem in latest.values() if stem != skip)
+    return [[path for _, path in found if path.stem == stem] for stem in stems]
+
+
+def _demote(markdown: str) -> str:
+    """Every heading one level down: the page has its own title."""
+    return _HEADING.sub(r"#\1 ", markdown)
+
+
+def include_report(report: pathlib.Path) -> tuple[str, dict[str, bytes]]:
+    """A report for the page, and its figures (site name → PNG bytes): headings one
+    level down, image links to the PNGs beside it rewritten to site files."""
+    figures: dict[str, bytes] = {}
+
+    def image(match: re.Match[str]) -> str:
+        png = report.parent / match["src"]
+        if not png.is_file():
+            return f"*Figure missing: {match['alt']} (`{match['src']}` not found).*"
+        name = f"bench_{match['src']}"
+        figures[name] = png.read_bytes()
+        return f"![{match['alt']}](figures/{name})"
+
+    body = _IMAGE.sub(image, _demote(report.read_text().rstrip()))
+    data = report.with_suffix(".json")
+    source = f"From `bench/results/{report.name}`" + (
+        f" (data: `{data.name}` beside it)" if data.is_file() else ""
+    )
+    return f"{source}, written by `python bench/run.py`.\n\n{body}", figures
+
+
+def _others_markdown(runs: list[list[pathlib.Path]]) -> str:
+    """A list of the files the page does not render, one item per run."""
+    items = "\n".join("- " + ", ".join(f"`{p.name}`" for p in run) for run in runs)
+    return (
+        "## Other results\n\nThe latest files of the other benchmarks in "
+        "`bench/results/`, not rendered on this page:\n\n" + items
+    )
+
+
+def benchmarks_markdown(
+    folder: pathlib.Path = RESULTS,
+) -> tuple[str, dict[str, bytes]]:
+    """The benchmarks section and its figures (site name → PNG bytes)."""
+    report = latest_report(folder)
+    if report is not None:
+        text, figures = include_report(report)
+    else:
+        text, figures = "No `python bench/run.py` report in `bench/results/` yet.", {}
+    others = unrendered_results(folder, report)
+    if others:
+        text += "\n\n" + _others_markdown(others)
+    return text, figures
+
+
+# ------------------------------------------------------------- config keys
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _time(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.1f} µs"
-
-
-def _num(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def _env(res: dict[str, Any]) -> str:
-    env = res.get("env", {})
-    device, versions = env.get("device", {}), env.get("versions", {})
-    parts = [
-        f"{device.get('cpu_count', '?')} × {device.get('cpu_model', device.get('platform', '?'))}",
-        ", ".join(f"{k} {v}" for k, v in versions.items()),
-    ]
-    return "; ".join(p for p in parts if p)
-
-
-def render_core(res: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
-    parts = ["### Targets", ""]
-    rows = [
-        [
-            t["description"],
-            t["target"],
-            _num(t["measured"]),
-            "yes" if t["met"] else "**no**",
-            t["detail"],
-        ]
-        for t in res["targets"]
-    ]
-    parts.append(_table(["metric", "target", "measured", "met", "detail"], rows))
-    figures: dict[str, bytes] = {}
-    acc = res.get("accuracy")
-    if acc:
-        by_m = acc["by_M"]
-        ms = sorted(by_m, key=int)
-        names = list(by_m[ms[-1]]["contenders"])
-        rows = []
-        for name in names:
-            row = [f"`{name}`"]
-            for m in ms:
-                c = by_m[m]["contenders"].get(name)
-                row.append(f"{c['mean']:.4f}" if c else "-")
-            rows.append(row)
-        parts += [
-            "",
-            "### Gradient relative error ‖ĝ − g‖ / ‖g‖ (mean over keys)",
-            "",
-            _table(["contender", *(f"M = {m}" for m in ms)], rows),
-        ]
-        setup = acc.get("setup", {})
-        title = ", ".join(
-            f"{k} = {setup[k]}" for k in ("B", "n", "sigma", "noise") if k in setup
-        )
-        figures["bench_core_accuracy.png"] = _accuracy_plot(by_m, ms, names, title)
-    timing = res.get("timing")
-    if timing:
-        rows = []
-        for g in timing["grid"]:
-            cells = []
-            for name in ("ours", "optax_whole", "optax_vmapped"):
-                c = g["contenders"].get(name, {})
-                cells.append(_time(c["time_s"]["median"]) if "time_s" in c else "-")
-            rows.append([g["B"], g["n"], g["M"], *cells])
-        parts += [
-            "",
-            "### Forward + gradient time (median)",
-            "",
-            _table(["B", "n", "M", "ours", "optax whole", "optax vmapped"], rows),
-        ]
-    return "\n".join(parts), figures
-
-
-def render_shortest_path(res: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
-    results = res["results"]
-    others = list(results[0]["ratio_to_ours"])
-    rows = []
-    for r in results:
-        ours = r["seconds_per_call"]["ours"]["median"]
-        rows.append(
-            [
-                f"{r['side']}×{r['side']}",
-                r["instances_per_call"],
-                _time(ours),
-                f"{r['ours_solves_per_s']:,.0f}",
-                *(f"{r['ratio_to_ours'][n]['median']:.1f}×" for n in others),
-            ]
-        )
-    header = ["grid", "instances per call", "ours", "ours solves/s", *others]
-    text = "\n".join(
-        [
-            "Time per call of `grid_shortest_path` (ours), and each contender's time "
-            "as a multiple of ours (median of paired ratios).",
-            "",
-            _table(header, rows),
-        ]
-    )
-    return text, {"bench_shortest_path.png": _shortest_path_plot(results)}
-
-
-RENDERERS = {"core": render_core, "shortest_path": render_shortest_path}
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _accuracy_plot(
-    by_m: dict[str, Any], ms: list[str], names: list[str], title: str
-) -> bytes:
-    plt = _pyplot()
-    from matplotlib import ticker
-
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    width = 0.8 / len(ms)
-    for j, m in enumerate(ms):
-        values = [
-            by_m[m]["contenders"].get(n, {}).get("mean", float("nan")) for n in names
-        ]
-        ax.bar(
-            [i + j * width for i in range(len(names))], values, width, label=f"M = {m}"
-        )
-    ax.set_xticks([i + width * (len(ms) - 1) / 2 for i in range(len(names))])
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.set_ylabel("gradient relative error (log scale)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _shortest_path_plot(results: list[dict[str, Any]]) -> bytes:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    sides = [r["side"] for r in results]
-    for name in results[0]["seconds_per_call"]:
-        ax.plot(
-            sides,
-            [r["seconds_per_call"][name]["median"] for r in results],
-            "o-",
-            label=name,
-        )
-    ax.set_yscale("log")
-    ax.set(xlabel="grid side", ylabel="seconds per call", xticks=sides)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def benchmarks_markdown(
-    folder: pathlib.Path = RESULTS,
-) -> tuple[str, dict[str, bytes]]:
-    """The benchmarks section and its figures (name → PNG bytes)."""
-    found = latest_results(folder)
-    if not found:
-        return "No benchmark results in `bench/results/` yet.", {}
-    parts, figures = [], {}
-    for name, path in found.items():
-        res = json.loads(path.read_text())
-        title = f"## `{name}`: `bench/results/{path.name}`"
-        meta = f"Measured {res.get('started') or res.get('when', '?')} on {_env(res)}."
-        render = RENDERERS.get(name)
-        body = None
-        if render is not None:
-            try:
-                body, figs = render(res)
-            except (KeyError, TypeError, IndexError, ValueError):
-                body = None
-            else:
-                figures.update(figs)
-                body += "".join(f"\n\n![{f}](figures/{f})" for f in figs)
-        if body is None:
-            body = "This file's layout is not rendered here; read the JSON file."
-        parts.append(f"{title}\n\n{meta}\n\n{body}")
-    return "\n\n".join(parts), figures
-
-
-# ------------------------------------------------------------- config keys
 
 
 def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:

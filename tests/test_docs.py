@@ -137,28 +137,73 @@ def _hooks() -> ModuleType:
     return module
 
 
-def test_latest_results_prefers_newest_then_full_runs(tmp_path):
-    hooks = _hooks()
-    for name in (
-        "core-2026-01-02-cpu-quick.json",
-        "core-2026-01-02-cpu.json",
-        "core-2026-01-01-cpu.json",
-        "shortest_path-2026-01-01-quick.json",
-        "notes.json",
-    ):
-        (tmp_path / name).write_text("{}")
-    found = hooks.latest_results(tmp_path)
-    assert found == {
-        "core": tmp_path / "core-2026-01-02-cpu.json",
-        "shortest_path": tmp_path / "shortest_path-2026-01-01-quick.json",
-    }
+def _touch(folder: pathlib.Path, *names: str) -> None:
+    for name in names:
+        (folder / name).write_text("# Run\n")
 
 
-def test_unknown_benchmark_layout_is_named_not_rendered(tmp_path):
+def test_latest_report_prefers_newest_then_full_runs(tmp_path):
     hooks = _hooks()
-    (tmp_path / "core-2026-01-01.json").write_text('{"targets": "changed"}')
+    _touch(
+        tmp_path,
+        "2026-01-01-cpu.md",
+        "2026-01-02-cpu-quick.md",
+        "2026-01-03-cpu-partial.md",
+        "2026-01-03-cpu-quick-partial.md",
+        "devices-2026-01-04-cpu.md",
+        "shortest_path-2026-01-04.json",
+        "core-2026-01-04-cpu.json",
+        "notes.md",
+    )
+    assert hooks.latest_report(tmp_path) == tmp_path / "2026-01-02-cpu-quick.md"
+    _touch(tmp_path, "2026-01-02-cpu.md", "2026-01-02-cpu.json")
+    report = hooks.latest_report(tmp_path)
+    assert report == tmp_path / "2026-01-02-cpu.md"
+    # Every other benchmark's latest run is named; the report's own files are not.
+    others = [
+        [p.name for p in run] for run in hooks.unrendered_results(tmp_path, report)
+    ]
+    assert others == [
+        ["2026-01-03-cpu-partial.md"],
+        ["core-2026-01-04-cpu.json"],
+        ["devices-2026-01-04-cpu.md"],
+        ["shortest_path-2026-01-04.json"],
+    ]
+
+
+def test_report_is_included_with_its_figures(tmp_path):
+    hooks = _hooks()
+    (tmp_path / "2026-01-01-cpu.md").write_text(
+        "# Benchmarks: 2026-01-01\n\n## Targets\n\n| a |\n| --- |\n| 1 |\n\n"
+        "![scaling](2026-01-01-cpu-scaling.png)\n\n"
+        "![shortest_path](2026-01-01-cpu-shortest-path.png)\n"
+    )
+    (tmp_path / "2026-01-01-cpu-scaling.png").write_bytes(b"\x89PNG scaling")
+    _touch(tmp_path, "devices-2026-01-01-cpu.md")
     text, figures = hooks.benchmarks_markdown(tmp_path)
-    assert "core-2026-01-01.json" in text and "not rendered" in text
+    lines = text.splitlines()
+    assert "## Benchmarks: 2026-01-01" in lines and "### Targets" in lines
+    assert "# Benchmarks: 2026-01-01" not in lines
+    assert "`bench/results/2026-01-01-cpu.md`" in lines[0]
+    assert "![scaling](figures/bench_2026-01-01-cpu-scaling.png)" in lines
+    assert figures == {"bench_2026-01-01-cpu-scaling.png": b"\x89PNG scaling"}
+    # The missing plot keeps its alt text and says so; it is no broken link.
+    missing = [line for line in lines if "shortest_path" in line]
+    assert len(missing) == 1 and "missing" in missing[0] and "](" not in missing[0]
+    assert "`devices-2026-01-01-cpu.md`" in text
+
+
+def test_no_report_is_said(tmp_path):
+    hooks = _hooks()
+    assert hooks.benchmarks_markdown(tmp_path / "absent") == (
+        "No `python bench/run.py` report in `bench/results/` yet.",
+        {},
+    )
+    _touch(tmp_path, "2026-01-01-cpu-partial.md", "devices-2026-01-01-cpu.md")
+    text, figures = hooks.benchmarks_markdown(tmp_path)
+    assert text.startswith("No `python bench/run.py` report")
+    assert "`2026-01-01-cpu-partial.md`" in text
+    assert "`devices-2026-01-01-cpu.md`" in text
     assert figures == {}
 
 

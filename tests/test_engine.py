@@ -307,3 +307,34 @@ def test_control_variate_reduces_the_vjp_variance(make, most, noises):
     pooled = (jnp.mean(with_cv, axis=0) + jnp.mean(without, axis=0)) / 2
     ratio = jnp.sum((with_cv - pooled) ** 2) / jnp.sum((without - pooled) ** 2)
     assert float(ratio) < most
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_blocked_draw_equals_one_draw(index, monkeypatch):
+    """Large draws go a block of samples at a time (`_estimator._BLOCK`); each sample
+    keeps its own key, so the layer, its VJP and the loss are those of one draw."""
+    from perturbed_layers import _estimator
+
+    layer = core_layers(num_samples=12)[index]
+    theta = jax.random.normal(jax.random.key(10), (3, 7))
+    v = jax.random.normal(jax.random.key(11), (3, 7))
+    y_true = layer.solve(theta)
+    key = jax.random.key(12)
+
+    def run():
+        value, grad = jax.jit(
+            jax.value_and_grad(lambda t: jnp.sum(layer(t, key=key) * v))
+        )(theta)
+        loss, loss_grad = jax.jit(
+            jax.value_and_grad(
+                lambda t: pl.FenchelYoungLoss(layer)(t, y_true, key=key).sum()
+            )
+        )(theta)
+        return value, grad, loss, loss_grad
+
+    want = run()
+    # Blocks of 4 samples (3 of them) from every size up.
+    monkeypatch.setattr(_estimator, "_BLOCKED_FROM", 0)
+    monkeypatch.setattr(_estimator, "_BLOCK", 4 * theta.size)
+    for got, expected in zip(run(), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

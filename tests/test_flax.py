@@ -8,8 +8,6 @@
 - The key really comes from the model's RNG stream: two calls draw different keys.
 """
 
-import importlib.util
-import pathlib
 from types import ModuleType
 
 import equinox as eqx
@@ -17,33 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_example
 
 import perturbed_layers as pl
 
 nnx = pytest.importorskip("flax.nnx")
 nn = pytest.importorskip("flax.linen")
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"examples_{name}", EXAMPLES / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def nnx_example() -> ModuleType:
-    return _load("flax_nnx")
+    return load_example("flax_nnx")
 
 
 @pytest.fixture(scope="module")
 def linen_example() -> ModuleType:
-    return _load("flax_linen")
+    return load_example("flax_linen")
 
 
 def _equinox_mlp(w1, b1, w2, b2) -> eqx.nn.MLP:

@@ -113,6 +113,15 @@ SCRIPT = textwrap.dedent(
             assert not batch_collectives(hlo), (name, batch_collectives(hlo))
             assert out[1].sharding.spec == P("data"), (name, out[1].sharding)
             check(f"{name}, batch sharded", out, reference)
+        # Large draws go a block of samples at a time (here blocks of 8 samples):
+        # still no collective over the batch.
+        from perturbed_layers import _estimator
+        _estimator._BLOCKED_FROM, _estimator._BLOCK = 0, 8 * 8 * 6
+        layer, t, y_true, v = problems["argmax"]
+        out, hlo = run(layer, jax.device_put(t, batch), y_true, v)
+        assert not batch_collectives(hlo), batch_collectives(hlo)
+        _estimator._BLOCKED_FROM, _estimator._BLOCK = 2**22, 2**18
+        check("argmax in blocks, batch sharded", out, run(layer, t, y_true, v)[0])
     # Samples split over a mesh axis, alone and with the batch sharded.
     with jax.set_mesh(mesh):
         batch = NamedSharding(mesh, P("data"))
@@ -147,7 +156,7 @@ def _run(args: list[str], devices: int = 1, **kwargs) -> subprocess.CompletedPro
 def test_sharded_equals_single_device():
     result = _run([sys.executable, "-c", SCRIPT], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 6, result.stdout
+    assert result.stdout.count(" ok") == 7, result.stdout
 
 
 TRAINING = textwrap.dedent(
@@ -221,7 +230,7 @@ TRAINING = textwrap.dedent(
 def test_training_on_four_devices_equals_one_device():
     result = _run([sys.executable, "-c", TRAINING, str(PYEPO), *SMALL], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 6, result.stdout
+    assert result.stdout.count(" ok") == 7, result.stdout
 
 
 def _free_port() -> int:
