@@ -297,9 +297,15 @@ def _score_moment(spec: Spec, theta: Array) -> float | None:
     `_vjp_terms` applies, else None.
 
     It applies where the Jacobian estimate is symmetrised (J square), with at least
-    three samples and a noise whose score moment is known in closed form.
+    three samples and a noise whose score moment is known in closed form, and not to
+    tiny problems (at most `_SMALL` values in all): there its few extra operations
+    cost more time than they save error (at B = 1, n = 10, M = 100 they doubled the
+    call, ~60 to ~120 µs on XLA:CPU, for 12% less variance; twice the samples would
+    halve it).
     """
     if spec.objective is None or spec.multiplicative or spec.num_samples < 3:
+        return None
+    if spec.num_samples * math.prod(theta.shape) <= _SMALL:
         return None
     n = math.prod(theta.shape[1:])
     return spec.noise.score_moment(n, centred=spec.shift_invariant)
