@@ -18,9 +18,9 @@ M ∈ {1, 3, 10} samples:
   `optax.adam`, one `eqx.filter_jit` train step (the batch gathered on the device
   from the step's indices), run as the experiments CLI runs this problem's config
   (`training.steps_per_call: 10` in configs/pyepo_shortest_path.yaml): 10 steps per
-  compiled call, in a loop
-  inside the call (4 dispatches per epoch instead of 32). With `--variants` (run.py's
-  full run) also `ours_scan`: the epoch's full batches in one call, for information.
+  compiled call, in a loop inside the call (4 dispatches per epoch instead of 32).
+  With `--variants` (run.py's full run) also `ours_scan`: the epoch's full batches in
+  one call, for information.
 
 Data: PyEPO's `genData(2000, 5, (5, 5), deg=4, noise_width=0.5, seed=42)` split
 1000/1000 with scikit-learn's `train_test_split(test_size=1000, random_state=42)`,
@@ -217,8 +217,8 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
 
 class OursTrainer:
     """Our side: the full batches `steps_per_call` at a time in one jitted call (a
-    `lax.scan` over the step, as the experiments CLI does with `steps_per_call > 1`), then the last, smaller
-    batch on its own; 1 is one call per step."""
+    `lax.scan` over the step, as the experiments CLI does with `steps_per_call > 1`),
+    then the last, smaller batch on its own; 1 is one call per step."""
 
     def __init__(
         self,

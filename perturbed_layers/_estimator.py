@@ -191,14 +191,14 @@ def _block_size(spec: Spec, theta: Array) -> int | None:
 
 def _solve_in_blocks(spec: Spec, keys: Key, theta: Array) -> tuple[Any, Array]:
     """Solutions (B, M, ...) and scores (B, M, *event) of all samples."""
-    size = _block_size(spec, theta)
-    if size is None:
-        z, s = _draw(spec, keys, theta)
-        return _solve_samples(spec, theta, z)[1], s
 
     def block(k):
         z, s = _draw(spec, k, theta)
         return _solve_samples(spec, theta, z)[1], s
+
+    size = _block_size(spec, theta)
+    if size is None:
+        return block(keys)
 
     # Each block is written in place into (B, M, ...) buffers, so that no transpose
     # of the whole result follows.
@@ -368,8 +368,8 @@ def _vjp_terms(
     jt_g = _weighted_sum(weights, s) + correction
     j_g = _weighted_sum(proj / 2, y)
     if m > 1:  # Σ_k proj_k (y_k − ȳ)
-        total = jnp.sum(proj, axis=1).reshape((-1,) + (1,) * (yb.ndim - 1))
-        j_g = j_g - total * yb / 2
+        proj_total = jnp.sum(proj, axis=1).reshape((-1,) + (1,) * (yb.ndim - 1))
+        j_g = j_g - proj_total * yb / 2
     return jt_g + j_g
 
 

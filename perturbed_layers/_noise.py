@@ -118,8 +118,7 @@ class Gumbel(AbstractNoise):
     ) -> tuple[Float[Array, "*batch n"], Float[Array, "*batch n"]]:
         # jax's flag for another Gumbel sampler (then: no sharing), read as jax says.
         if jax.config.jax_high_dynamic_range_gumbel:  # pyright: ignore[reportAttributeAccessIssue]
-            z = self.sample(key, sample_shape, dtype)
-            return z, (self.centred_score(z) if centred else self.score(z))
+            return super().sample_and_score(key, sample_shape, dtype, centred=centred)
         return _gumbel_and_score(key, tuple(sample_shape), dtype, centred)
 
 

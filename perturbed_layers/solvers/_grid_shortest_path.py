@@ -16,9 +16,9 @@ source. The minimised objective is `⟨y, c⟩` over the path masks `y`.
 changed; then the predecessors of all cells at once, and one backtrack from the target,
 one cell per loop step for the whole batch. The batch axes are laid out last,
 `(H, W, batch)` (all batch axes merged), so each neighbour is a contiguous shifted
-block, and the 8-neighbour
-minimum is a separable 3 × 3 window minimum (the centre may be included since
-`c(v) + d(v) > d(v)`); two relaxations run per convergence check.
+block, and the 8-neighbour minimum is a separable 3 × 3 window minimum (the centre
+may be included since `c(v) + d(v) > d(v)`); two relaxations run per convergence
+check.
 
 Cost: a relaxation is O(H·W) per instance, and as many run as the hop depth of the
 shortest-path tree: at most H·W, measured ≈ 2·max(H, W) on Warcraft-like terrain
