@@ -13,4 +13,5 @@ from ._pyepo_grid import (
 )
 from ._ranking import ranks as ranks
 from ._shortest_path import shortest_path as shortest_path
+from ._spanning_tree import spanning_tree as spanning_tree
 from ._topk import top_k_mask as top_k_mask
