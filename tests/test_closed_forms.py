@@ -126,6 +126,7 @@ def test_normal_relu_gradient_is_normal_cdf():
     np.testing.assert_allclose(grad, expected, atol=0.03)
 
 
+@pytest.mark.slow
 def test_hessian_of_perturbed_max_via_make_perturbed_fun():
     sigma = 1.0
     theta = jnp.array([0.3, -0.2, 0.5])

@@ -24,6 +24,7 @@ def _vjp_row0_error(batch, keys, sigma=0.5, num_samples=200):
     return float(np.mean(errors))
 
 
+@pytest.mark.slow
 def test_row_gradient_error_does_not_grow_with_batch():
     theta = jax.random.normal(jax.random.key(0), (64, 10))
     keys = [jax.random.key(i) for i in range(20)]
@@ -34,6 +35,7 @@ def test_row_gradient_error_does_not_grow_with_batch():
     assert among_64 < 1.3 * alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(3))
 @pytest.mark.parametrize("chunk_size", [7, 500])
 def test_chunked_equals_unchunked(index, chunk_size):
@@ -313,6 +315,7 @@ def test_control_variate_reduces_the_vjp_variance(make, most, noises):
     assert float(ratio) < most
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(3))
 def test_blocked_draw_equals_one_draw(index, monkeypatch):
     """Large draws go a block of samples at a time (`_estimator._BLOCK`); each sample

@@ -40,6 +40,7 @@ def test_same_as_optax(noise, use_baseline):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [16, 25])
 def test_chunked_equals_unchunked(chunk_size):
     key = jax.random.key(1)
