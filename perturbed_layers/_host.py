@@ -14,18 +14,42 @@ from jaxtyping import Array
 OutShape = tuple[int, ...] | Callable[[tuple[int, ...]], tuple[int, ...]] | None
 
 
-def _call_on_host(fn, event_ndim, out_event, out_dtype, x):
-    # Every leading axis, from explicit batch axes or from `jax.vmap`, is one instance.
+def _call_on_host(fn, event_ndim, out_event, out_dtype, args_ndim, x, args):
+    # Every leading axis, from explicit batch axes or from `jax.vmap`, is one instance;
+    # args leaves that a vmap did not map come with size-1 axes: broadcast them.
     x = np.asarray(x)
     batch = x.shape[: x.ndim - event_ndim]
     flat = x.reshape(-1, *x.shape[x.ndim - event_ndim :])
-    y = np.asarray(fn(flat))
+    # An instance with a NaN never reaches `fn` (it could pick the NaN, or fail): it
+    # is solved as zeros and its output is NaN.
+    bad = np.isnan(flat).reshape(flat.shape[0], -1).any(axis=1)
+    if bad.any():
+        flat = np.where(bad.reshape((-1,) + (1,) * (flat.ndim - 1)), 0, flat)
+    if args is None:
+        y = np.asarray(fn(flat))
+    else:
+
+        def one(leaf, nd):
+            leaf = np.asarray(leaf)
+            event = leaf.shape[leaf.ndim - nd :]
+            return np.broadcast_to(leaf, (*batch, *event)).reshape(-1, *event)
+
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        y = np.asarray(fn(flat, tree.unflatten(map(one, leaves, args_ndim))))
     if y.shape != (flat.shape[0], *out_event):
         raise ValueError(
             f"host solver {fn!r} returned shape {y.shape} for a batch of shape "
             f"{flat.shape}; expected {(flat.shape[0], *out_event)}"
         )
-    return y.astype(out_dtype, copy=False).reshape(*batch, *out_event)
+    y = y.astype(out_dtype, copy=bool(bad.any()))
+    if bad.any():
+        if not np.issubdtype(y.dtype, np.floating):
+            raise ValueError(
+                f"host solver {fn!r} was given a NaN input and has a non-float output "
+                f"dtype {y.dtype}, which cannot carry the NaN"
+            )
+        y[bad] = np.nan
+    return y.reshape(*batch, *out_event)
 
 
 class HostSolver(eqx.Module):
@@ -46,7 +70,7 @@ class HostSolver(eqx.Module):
         ):
             raise ValueError(f"event_ndim must be an int >= 0, got {self.event_ndim!r}")
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, args: Any = None) -> Array:
         x = jnp.asarray(x)
         event_ndim = x.ndim if self.event_ndim is None else self.event_ndim
         if x.ndim < event_ndim:
@@ -61,13 +85,26 @@ class HostSolver(eqx.Module):
         else:
             out_event = tuple(self.out_shape)
         out_dtype = x.dtype if self.out_dtype is None else jnp.dtype(self.out_dtype)
+        if args is not None:
+            args = jax.tree.map(jnp.asarray, args)
+            for leaf in jax.tree.leaves(args):
+                if leaf.shape[: len(batch)] != batch:
+                    raise ValueError(
+                        "every leaf of args must have x's batch axes "
+                        f"{batch} in front, got a leaf of shape {leaf.shape}"
+                    )
+            args_ndim = tuple(leaf.ndim - len(batch) for leaf in jax.tree.leaves(args))
+            args = lax.stop_gradient(args)
+        else:
+            args_ndim = ()
         callback = functools.partial(
-            _call_on_host, self.fn, event_ndim, out_event, out_dtype
+            _call_on_host, self.fn, event_ndim, out_event, out_dtype, args_ndim
         )
         return jax.pure_callback(
             callback,
             jax.ShapeDtypeStruct((*batch, *out_event), out_dtype),
             lax.stop_gradient(x),
+            args,
             vmap_method="expand_dims",
         )
 
@@ -83,7 +120,12 @@ def host_solver(
 
     `fn` receives a NumPy array of shape `(N, *event)` holding every instance of one call
     (all the leading axes of a `jax.vmap`, nested or not, and any batch axes are
-    flattened into `N`) and returns an array-like of shape `(N, *out_event)`. The result
+    flattened into `N`) and returns an array-like of shape `(N, *out_event)`. Called
+    with problem data, `solver(x, args)`, it gets `fn(x, args)` with every leaf of
+    `args` as a NumPy array of shape `(N, ...)`, row i the data of instance i (data a
+    `jax.vmap` did not map is repeated), still in one callback for all instances.
+    An instance with a NaN input is not passed to `fn`: its output is NaN (an error
+    for a non-float `out_dtype`). The result
     is a hashable, callable `HostSolver` that runs `fn` in a single `jax.pure_callback`,
     so it works under `jax.jit` and `jax.vmap` and can be stored as a static field of an
     Equinox module, e.g. as the solver of a perturbed layer. Its gradient is zero (the

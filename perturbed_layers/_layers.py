@@ -6,12 +6,12 @@ are a batch). Configuration (`num_samples`, `sigma`, `noise`, `perturbation`,
 `chunk_size`, `inference`) is that of `pl.Perturbed`.
 """
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ._perturbed import AbstractPerturbed
+from ._perturbed import AbstractPerturbed, as_int, no_args
 from .solvers import argmax_one_hot, ranks, top_k_mask
 
 
@@ -35,8 +35,10 @@ class PerturbedArgmax(AbstractPerturbed):
     event_ndim: ClassVar[int] = 1
     objective: ClassVar[str] = "max"
     shift_invariant: ClassVar[bool] = True
+    allows_inf: ClassVar[bool] = False
 
-    def solve(self, theta: Float[Array, " n"]) -> Float[Array, " n"]:
+    def solve(self, theta: Float[Array, " n"], args: Any = None) -> Float[Array, " n"]:
+        no_args(self, args)
         return argmax_one_hot(theta)
 
 
@@ -59,8 +61,10 @@ class PerturbedRanking(AbstractPerturbed):
     event_ndim: ClassVar[int] = 1
     objective: ClassVar[str] = "max"
     shift_invariant: ClassVar[bool] = True
+    allows_inf: ClassVar[bool] = False
 
-    def solve(self, theta: Float[Array, " n"]) -> Float[Array, " n"]:
+    def solve(self, theta: Float[Array, " n"], args: Any = None) -> Float[Array, " n"]:
+        no_args(self, args)
         return ranks(theta)
 
 
@@ -80,15 +84,17 @@ class PerturbedTopK(AbstractPerturbed):
     ```
     """
 
-    k: int = eqx.field(static=True)
+    k: int = eqx.field(static=True, converter=as_int)
 
     event_ndim: ClassVar[int] = 1
     objective: ClassVar[str] = "max"
     shift_invariant: ClassVar[bool] = True
+    allows_inf: ClassVar[bool] = False
 
     def __check_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive int, got {self.k!r}")
 
-    def solve(self, theta: Float[Array, " n"]) -> Float[Array, " n"]:
+    def solve(self, theta: Float[Array, " n"], args: Any = None) -> Float[Array, " n"]:
+        no_args(self, args)
         return top_k_mask(theta, self.k)

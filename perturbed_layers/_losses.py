@@ -76,10 +76,23 @@ class FenchelYoungLoss(eqx.Module):
         self,
         theta: Float[Array, "..."],
         y_true: Float[Array, "..."],
+        args: Any = None,
         *,
         key: Key | None = None,
     ) -> Float[Array, "*batch"]:
-        """The loss per instance: an array of θ's batch shape (a scalar for one)."""
+        """The loss per instance: an array of θ's batch shape (a scalar for one).
+
+        **Arguments:**
+
+        - `theta`: scores (costs for a minimising layer), `(*batch, *event)`.
+        - `y_true`: the target solutions, of θ's shape.
+        - `args`: per-instance problem data for the layer's solver, leaves with θ's
+            batch axes in front (see the layer); never differentiated.
+        - `key`: a `jax.random` key (required).
+
+        Forward and reverse mode both work (`jax.jvp`, `jax.grad`); an instance with a
+        NaN θ gets a NaN value and NaN derivatives.
+        """
         theta = jnp.asarray(theta)
         y_true = jnp.asarray(y_true)
         if theta.shape != y_true.shape:
@@ -91,8 +104,12 @@ class FenchelYoungLoss(eqx.Module):
             raise RuntimeError(
                 "FenchelYoungLoss needs a PRNG key: call it as loss(theta, y_true, key=key)"
             )
-        flat, batch = self.layer.split_batch(theta)
-        value = jnp.reshape(perturbed_objective(self.layer.spec(), flat, key), batch)
+        flat, flat_args, batch = self.layer.split_batch(theta, args)
+        if flat.shape[0] == 0:
+            value = jnp.zeros(batch, theta.dtype)
+        else:
+            value = perturbed_objective(flat, self.layer, flat_args, key=key)
+            value = jnp.reshape(value, batch)
         axes: Any = tuple(range(len(batch), theta.ndim))
         # θ may be +inf off the target (a graph's missing arcs): skip 0 * inf.
         on = y_true != 0

@@ -13,7 +13,8 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Float
 
 from ._custom_types import OBJECTIVES, PERTURBATIONS, Key, Objective, Perturbation
-from ._estimator import Spec, perturbed_mean
+from ._estimator import Estimator, perturbed_mean
+from ._estimator._sampling import output_dtype
 from ._noise import AbstractNoise, Normal, as_noise
 
 
@@ -24,12 +25,55 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def as_int(value: Any) -> Any:
+    """Converter for int fields: NumPy integers become Python ints; anything else is
+    left for `__check_init__` to refuse with the argument's name."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def as_optional_int(value: Any) -> Any:
+    return None if value is None else as_int(value)
+
+
+def check_int(name: str, value: object, *, minimum: int = 0) -> None:
+    """A TypeError/ValueError naming `name` unless `value` is an int >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _batch_args(args: Any, batch: tuple[int, ...], size: int) -> Any:
+    """Check that every leaf of `args` has θ's batch axes in front; flatten them."""
+    if args is None:
+        return None
+
+    def one(leaf: Any) -> Array:
+        if not eqx.is_array_like(leaf):
+            raise TypeError(
+                "args must be a pytree of arrays (per-instance problem data), got a "
+                f"leaf of type {type(leaf).__name__}"
+            )
+        leaf = jnp.asarray(leaf)
+        if leaf.shape[: len(batch)] != batch:
+            raise ValueError(
+                "every leaf of args must have theta's batch axes in front (one slice "
+                f"per instance): theta's batch shape is {batch}, got a leaf of shape "
+                f"{leaf.shape}"
+            )
+        return leaf.reshape(size, *leaf.shape[len(batch) :])
+
+    return jtu.tree_map(one, args)
+
+
 class AbstractPerturbed(eqx.Module):
     r"""A perturbed optimizer y_ε(θ) = E[y*(θ + σZ)], as an Equinox module.
 
-    Subclasses say how to solve one instance (`solve`) and what its structure is
-    (`event_ndim`, `objective`, `shift_invariant`); this class does the rest. The
-    Monte-Carlo estimator and its custom derivative live in `_estimator.py`.
+    Subclasses say how to solve one instance (`solve(theta, args)`) and what its
+    structure is (`event_ndim`, `objective`, `shift_invariant`); this class does the
+    rest. The Monte-Carlo estimator and its custom derivative live in `_estimator/`.
 
     **Conventions.** The last `event_ndim` axes of θ are one instance; the leading axes
     are a batch of independent instances, each with its own noise and its own
@@ -37,37 +81,54 @@ class AbstractPerturbed(eqx.Module):
     means the solver maximises ⟨y, θ⟩ (θ are scores); `"min"` that it minimises
     ⟨y, θ⟩ (θ are costs); `None` that it is any function.
 
-    **Gradient.** A custom VJP (Berthet et al., 2020, Prop. 3.1):
-    J = E[y*(θ + σZ) ∇ν(Z)ᵀ] / σ, where ∇ν is the noise's score. Per instance it uses
-    a leave-one-out baseline (any solver); for shift-invariant solvers the score's
-    conditional expectation given the shift-free part of Z (Rao–Blackwellisation);
-    for linear-objective solvers under additive noise the symmetrised estimate
-    ½(Ĵᵀv + Ĵv), since J is then a Hessian, with a control variate on the score's
-    second moment (Gumbel and Normal noise). For `perturbation="multiplicative"`,
-    θ_m = θ ⊙ exp(σZ − σ²/2) with standard normal Z and J = E[y* Zᵀ] / (σθ)
-    column-wise. Without chunking the solver runs M times per forward and backward
-    together; with `chunk_size=K` memory is bounded by K samples and the backward
-    redraws the noise and re-solves (2M solver calls: time for memory). Second
-    derivatives raise a `NotImplementedError`.
+    **Problem data.** Per-instance data travels as `args`, a pytree of arrays whose
+    leaves have θ's batch axes in front; the solver sees one instance's slice. Data
+    shared by all instances may be array fields of a subclass. Both are traced like
+    any input (new values do not recompile) and no derivative flows into them.
+
+    **Derivative.** A custom JVP (Berthet et al., 2020, Prop. 3.1):
+    J = E[y*(θ + σZ) ∇ν(Z)ᵀ] / σ, where ∇ν is the noise's score, with the variance
+    reduction of `estimator` (`pl.Estimator`): a leave-one-out baseline; for
+    shift-invariant solvers the score's conditional expectation given the shift-free
+    part of Z (Rao–Blackwellisation); for linear-objective solvers under additive
+    noise the symmetrised estimate ½(Ĵ + Ĵᵀ), since J is then a Hessian, with a
+    control variate on the score's second moment. The tangent is linear in the input
+    tangent, so forward mode (`jax.jvp`, `jax.jacfwd`) and reverse mode give the same
+    estimate. For `perturbation="multiplicative"`, θ_m = θ ⊙ exp(σZ − σ²/2) with
+    standard normal Z and J = E[y* Zᵀ] / (σθ) column-wise. Without chunking the solver
+    runs M times per forward and derivative together; with `chunk_size=K` memory is
+    bounded by K samples and the derivative redraws the noise and re-solves (2M solver
+    calls: time for memory). Second derivatives raise a `NotImplementedError`.
+
+    **Bad input.** An instance whose θ holds a NaN (or ±inf, unless `allows_inf`) gets
+    NaN outputs and NaN derivatives, never a plausible number; the other instances are
+    unaffected. A batch of 0 instances gives an empty result; an instance of size 0 is
+    a ValueError.
     """
 
-    num_samples: int = eqx.field(static=True, kw_only=True)
+    num_samples: int = eqx.field(static=True, kw_only=True, converter=as_int)
     sigma: float = eqx.field(static=True, kw_only=True)
     noise: AbstractNoise = eqx.field(static=True, kw_only=True, converter=as_noise)
     perturbation: Perturbation = eqx.field(
         default="additive", static=True, kw_only=True
     )
-    chunk_size: int | None = eqx.field(default=None, static=True, kw_only=True)
+    chunk_size: int | None = eqx.field(
+        default=None, static=True, kw_only=True, converter=as_optional_int
+    )
     sample_axis: str | None = eqx.field(default=None, static=True, kw_only=True)
+    estimator: Estimator = eqx.field(default=Estimator(), static=True, kw_only=True)
     inference: bool = eqx.field(default=False, kw_only=True)
 
     event_ndim: eqx.AbstractVar[int]
     objective: eqx.AbstractVar[Objective]
     shift_invariant: eqx.AbstractVar[bool]
+    # ±inf in θ is meaningful to the solver (a graph's missing arcs): only NaN is bad.
+    allows_inf: eqx.AbstractVar[bool]
 
     @abc.abstractmethod
-    def solve(self, theta: Array) -> Any:
-        """The unperturbed solver y*(θ) on one instance (shape: the event shape)."""
+    def solve(self, theta: Array, args: Any = None) -> Any:
+        """The unperturbed solver y*(θ) on one instance (shape: the event shape), with
+        that instance's slice of `args` (None when the layer is called without)."""
 
     def __check_init__(self):
         _check_positive_int("num_samples", self.num_samples)
@@ -94,31 +155,21 @@ class AbstractPerturbed(eqx.Module):
                 f"sample_axis must be a mesh axis name (str) or None, got "
                 f"{self.sample_axis!r}"
             )
+        if not isinstance(self.estimator, Estimator):
+            raise TypeError(
+                f"estimator must be a pl.Estimator, got {type(self.estimator).__name__}"
+            )
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective must be one of {OBJECTIVES}, got {self.objective!r}"
             )
-        if isinstance(self.event_ndim, bool) or not isinstance(self.event_ndim, int):
-            raise TypeError(f"event_ndim must be an int >= 0, got {self.event_ndim!r}")
-        if self.event_ndim < 0:
-            raise ValueError(f"event_ndim must be an int >= 0, got {self.event_ndim!r}")
+        check_int("event_ndim", self.event_ndim)
 
-    def spec(self) -> Spec:
-        """The static description handed to the estimator."""
-        return Spec(
-            solve=self.solve,
-            num_samples=self.num_samples,
-            sigma=float(self.sigma),
-            noise=self.noise,
-            multiplicative=self.perturbation == "multiplicative",
-            chunk_size=self.chunk_size,
-            objective=self.objective,
-            shift_invariant=self.shift_invariant,
-            sample_axis=self.sample_axis,
-        )
-
-    def split_batch(self, theta: Any, name: str = "theta") -> tuple[Array, tuple]:
-        """Check θ and flatten its batch axes: (B, *event) and the batch shape."""
+    def split_batch(
+        self, theta: Any, args: Any = None, name: str = "theta"
+    ) -> tuple[Array, Any, tuple]:
+        """Check θ and `args` and flatten their batch axes: θ as (B, *event), args
+        with B in front, and the batch shape."""
         theta = jnp.asarray(theta)
         if not jnp.issubdtype(theta.dtype, jnp.floating):
             raise TypeError(f"{name} must be a floating-point array, got {theta.dtype}")
@@ -129,40 +180,66 @@ class AbstractPerturbed(eqx.Module):
             )
         cut = theta.ndim - self.event_ndim
         batch, event = theta.shape[:cut], theta.shape[cut:]
-        if self.objective is not None:
-            out = jax.eval_shape(self.solve, jax.ShapeDtypeStruct(event, theta.dtype))
-            if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != event:
-                raise ValueError(
-                    f"objective={self.objective!r} needs a solver that returns one "
-                    f"array of the instance's shape {event}; it returned {out}"
-                )
-        return theta.reshape(math.prod(batch), *event), batch
+        if math.prod(event) == 0:
+            raise ValueError(
+                f"{name} has an instance of size 0 (event shape {event}, the last "
+                f"{self.event_ndim} axes): a solver needs at least one entry"
+            )
+        size = math.prod(batch)
+        flat_args = _batch_args(args, batch, size)
+        one_args = jtu.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), flat_args
+        )
+        out = jax.eval_shape(
+            self.solve, jax.ShapeDtypeStruct(event, theta.dtype), one_args
+        )
+        if self.objective is not None and (
+            not isinstance(out, jax.ShapeDtypeStruct) or out.shape != event
+        ):
+            raise ValueError(
+                f"objective={self.objective!r} needs a solver that returns one "
+                f"array of the instance's shape {event}; it returned {out}"
+            )
+        return theta.reshape(size, *event), flat_args, batch
 
-    def __call__(self, theta: Float[Array, "..."], *, key: Key | None = None):
+    def __call__(
+        self,
+        theta: Float[Array, "..."],
+        args: Any = None,
+        *,
+        key: Key | None = None,
+    ):
         """y_ε(θ): the expected solution under perturbation, of the solver's shape.
 
         **Arguments:**
 
         - `theta`: inputs of shape `(*batch, *event)`, `event` the last `event_ndim`
             axes.
+        - `args`: per-instance problem data, a pytree of arrays whose leaves have the
+            batch axes of θ in front (`None`: the solver takes none). Traced, never
+            differentiated: no derivative flows into `args`.
         - `key`: a `jax.random` key; required unless `inference=True`.
 
         **Returns:**
 
-        The solver's output (array or pytree) with the batch axes in front, in the
-        solver's dtype.
+        The solver's output (array or pytree) with the batch axes in front: floating
+        outputs in their dtype, integer and bool outputs averaged in θ's floating
+        dtype (float32 at least).
         """
-        flat, batch = self.split_batch(theta)
-        if self.inference:
-            out = jax.vmap(self.solve)(flat)
+        flat, flat_args, batch = self.split_batch(theta, args)
+        if not self.inference and key is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs a PRNG key: call it as "
+                "layer(theta, key=key), or set inference=True (for example with "
+                "eqx.nn.inference_mode) to get the unperturbed solver."
+            )
+        if flat.shape[0] == 0 or self.inference:
+            out = jax.vmap(self.solve)(flat, flat_args)
+            out = jtu.tree_map(
+                lambda y: y.astype(output_dtype(y.dtype, flat.dtype)), out
+            )
         else:
-            if key is None:
-                raise RuntimeError(
-                    f"{type(self).__name__} needs a PRNG key: call it as "
-                    "layer(theta, key=key), or set inference=True (for example with "
-                    "eqx.nn.inference_mode) to get the unperturbed solver."
-                )
-            out = perturbed_mean(self.spec(), flat, key)
+            out = perturbed_mean(flat, self, flat_args, key=key)
         return jtu.tree_map(lambda y: y.reshape(*batch, *y.shape[1:]), out)
 
 
@@ -176,7 +253,8 @@ class Perturbed(AbstractPerturbed):
 
     **Arguments:**
 
-    - `fn`: the solver, one instance in, arrays out.
+    - `fn`: the solver, one instance in, arrays out: `fn(theta)` when the layer is
+        called without `args`, `fn(theta, args)` with them (one instance's slice).
     - `num_samples`: M, the number of Monte-Carlo samples (a positive int).
     - `sigma`: σ, the noise scale (a positive finite number).
     - `noise`: `pl.Gumbel()`, `pl.Normal()`, or any object with `sample(key,
@@ -196,7 +274,13 @@ class Perturbed(AbstractPerturbed):
         `pl.FenchelYoungLoss` and the symmetrised Jacobian estimator.
     - `shift_invariant`: declare `fn(θ + c) == fn(θ)` for every constant c (argmax,
         ranking, top-k); enables the Rao–Blackwellised score. Default `False`.
+    - `allows_inf`: declare that ±inf in θ means something to `fn` (a graph's
+        missing arcs); otherwise an instance with a non-finite θ gets NaN outputs.
+        NaN always gives NaN. Default `False`.
+    - `estimator`: a `pl.Estimator`, the variance-reduction choices (all `"auto"`).
     - `inference`: if `True`, return `fn(θ)` exactly, with no key needed.
+
+    Called as `layer(theta, args=None, *, key)`; see `AbstractPerturbed.__call__`.
 
     **Example:**
 
@@ -217,21 +301,25 @@ class Perturbed(AbstractPerturbed):
     Differentiable Perturbed Optimizers*, NeurIPS 2020 (arXiv:2002.08676).
     """
 
-    fn: Callable[[Array], Any] = eqx.field(static=True)
-    event_ndim: int = eqx.field(default=1, static=True, kw_only=True)
+    fn: Callable[..., Any] = eqx.field(static=True)
+    event_ndim: int = eqx.field(default=1, static=True, kw_only=True, converter=as_int)
     objective: Objective = eqx.field(default=None, static=True, kw_only=True)
     shift_invariant: bool = eqx.field(default=False, static=True, kw_only=True)
+    allows_inf: bool = eqx.field(default=False, static=True, kw_only=True)
 
     def __check_init__(self):
         if not callable(self.fn):
             raise TypeError(f"fn must be callable, got {self.fn!r}")
+        for name in ("shift_invariant", "allows_inf"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
-    def solve(self, theta: Array) -> Any:
-        return self.fn(theta)
+    def solve(self, theta: Array, args: Any = None) -> Any:
+        return self.fn(theta) if args is None else self.fn(theta, args)
 
 
 def perturbed(
-    fn: Callable[[Array], Any] | None = None,
+    fn: Callable[..., Any] | None = None,
     *,
     num_samples: int,
     sigma: float,
@@ -259,7 +347,16 @@ def perturbed(
     ```
     """
 
-    def wrap(f: Callable[[Array], Any]) -> Perturbed:
+    def wrap(f: Callable[..., Any]) -> Perturbed:
         return Perturbed(f, num_samples=num_samples, sigma=sigma, noise=noise, **kwargs)
 
     return wrap if fn is None else wrap(fn)
+
+
+def no_args(layer: Any, args: Any) -> None:
+    """A TypeError if problem data reaches a layer whose solver takes none."""
+    if args is not None:
+        raise TypeError(
+            f"{type(layer).__name__} takes no args (problem data); got "
+            f"{jtu.tree_structure(args)}"
+        )

@@ -11,12 +11,12 @@ cycle and the shortest path is undefined, so the grid solver stops with a clear 
 against the costs.
 """
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ._perturbed import AbstractPerturbed
+from ._perturbed import AbstractPerturbed, as_int, check_int, no_args
 from .solvers import grid_shortest_path, shortest_path
 
 
@@ -51,17 +51,24 @@ class PerturbedShortestPath(AbstractPerturbed):
     (InferOpt.jl, multiplicative perturbation).
     """
 
-    connectivity: int = eqx.field(default=8, static=True, kw_only=True)
+    connectivity: int = eqx.field(
+        default=8, static=True, kw_only=True, converter=as_int
+    )
 
     event_ndim: ClassVar[int] = 2
     objective: ClassVar[str] = "min"
     shift_invariant: ClassVar[bool] = False
+    allows_inf: ClassVar[bool] = False
 
     def __check_init__(self):
-        if self.connectivity not in (4, 8) or isinstance(self.connectivity, bool):
+        check_int("connectivity", self.connectivity)
+        if self.connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {self.connectivity!r}")
 
-    def solve(self, costs: Float[Array, "H W"]) -> Float[Array, "H W"]:
+    def solve(
+        self, costs: Float[Array, "H W"], args: Any = None
+    ) -> Float[Array, "H W"]:
+        no_args(self, args)
         return grid_shortest_path(costs, self.connectivity)
 
 
@@ -91,20 +98,20 @@ class PerturbedGraphShortestPath(AbstractPerturbed):
     ```
     """
 
-    source: int = eqx.field(static=True)
-    target: int = eqx.field(static=True)
+    source: int = eqx.field(static=True, converter=as_int)
+    target: int = eqx.field(static=True, converter=as_int)
 
     event_ndim: ClassVar[int] = 2
     objective: ClassVar[str] = "min"
     shift_invariant: ClassVar[bool] = False
+    allows_inf: ClassVar[bool] = True  # +inf marks a missing arc
 
     def __check_init__(self):
         for name in ("source", "target"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"{name} must be a node index (int >= 0), got {value!r}"
-                )
+            check_int(name, getattr(self, name))
 
-    def solve(self, weights: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    def solve(
+        self, weights: Float[Array, "n n"], args: Any = None
+    ) -> Float[Array, "n n"]:
+        no_args(self, args)
         return shortest_path(weights, self.source, self.target)

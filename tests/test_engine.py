@@ -250,30 +250,20 @@ def _vjp_samples(layer, theta, v, keys):
     return jax.jit(jax.vmap(one))(keys)
 
 
-class _GumbelUnknownMoment(pl.Gumbel):
-    # The same samples and scores as Gumbel, without the closed-form score moment:
-    # the estimator then runs without its control variate.
-    def score_moment(self, n, *, centred):
-        return None
-
-
-class _NormalUnknownMoment(pl.Normal):
-    def score_moment(self, n, *, centred):
-        return None
-
-
-def test_control_variate_keeps_the_argmax_vjp_unbiased(monkeypatch):
+def test_control_variate_keeps_the_argmax_vjp_unbiased():
     # M = 4: a control-variate coefficient that used sample k's own output (no
     # leave-one-out) would bias each estimate by O(1/M); averaged over 40,000 keys the
     # estimate must match the exact softmax VJP to Monte-Carlo precision. (The
-    # control variate is skipped below `_SMALL` values, for speed: not here.)
-    from perturbed_layers import _estimator
-
-    monkeypatch.setattr(_estimator, "_SMALL", 0)
+    # control variate is skipped for tiny problems by "auto", for speed: forced here.)
     theta = jnp.asarray(TF_THETA, jnp.float32)
     v = jax.random.normal(jax.random.key(5), theta.shape)
     exact = jnp.einsum("bi,bij->bj", v, softmax_jacobian(theta, 0.5))
-    layer = pl.PerturbedArgmax(num_samples=4, sigma=0.5, noise=pl.Gumbel())
+    layer = pl.PerturbedArgmax(
+        num_samples=4,
+        sigma=0.5,
+        noise=pl.Gumbel(),
+        estimator=pl.Estimator(control_variate=True),
+    )
     vjps = _vjp_samples(layer, theta, v, jax.random.split(jax.random.key(6), 40_000))
     mean, stderr = jnp.mean(vjps, axis=0), jnp.std(vjps, axis=0) / 200
     assert float(jnp.max(jnp.abs(mean - exact) / (stderr + 1e-3))) < 4.5
@@ -283,33 +273,38 @@ def test_control_variate_keeps_the_argmax_vjp_unbiased(monkeypatch):
     "make, most",
     [
         (
-            lambda noise: pl.PerturbedArgmax(num_samples=200, sigma=0.5, noise=noise),
+            lambda noise, e: pl.PerturbedArgmax(
+                num_samples=200, sigma=0.5, noise=noise, estimator=e
+            ),
             0.95,
         ),
         (
-            lambda noise: pl.PerturbedTopK(3, num_samples=200, sigma=0.5, noise=noise),
+            lambda noise, e: pl.PerturbedTopK(
+                3, num_samples=200, sigma=0.5, noise=noise, estimator=e
+            ),
             0.85,
         ),
         (
-            lambda noise: pl.PerturbedRanking(num_samples=200, sigma=0.5, noise=noise),
+            lambda noise, e: pl.PerturbedRanking(
+                num_samples=200, sigma=0.5, noise=noise, estimator=e
+            ),
             0.6,
         ),
     ],
     ids=["argmax", "topk", "ranking"],
 )
-@pytest.mark.parametrize(
-    "noises",
-    [(pl.Gumbel(), _GumbelUnknownMoment()), (pl.Normal(), _NormalUnknownMoment())],
-    ids=["gumbel", "normal"],
-)
-def test_control_variate_reduces_the_vjp_variance(make, most, noises):
+@pytest.mark.parametrize("noise", [pl.Gumbel(), pl.Normal()], ids=["gumbel", "normal"])
+def test_control_variate_reduces_the_vjp_variance(make, most, noise):
     """Same samples, same scores, with and without the control variate: the spread of
     the VJP over keys shrinks (variance ratios at these keys: 0.86/0.74 argmax with
     Gumbel/Normal noise, 0.72/0.59 top-k, 0.43/0.26 ranking)."""
     theta = jax.random.normal(jax.random.key(7), (16, 8))
     v = jax.random.normal(jax.random.key(8), theta.shape)
     keys = jax.random.split(jax.random.key(9), 64)
-    with_cv, without = (_vjp_samples(make(n), theta, v, keys) for n in noises)
+    with_cv, without = (
+        _vjp_samples(make(noise, pl.Estimator(control_variate=cv)), theta, v, keys)
+        for cv in (True, False)
+    )
     pooled = (jnp.mean(with_cv, axis=0) + jnp.mean(without, axis=0)) / 2
     ratio = jnp.sum((with_cv - pooled) ** 2) / jnp.sum((without - pooled) ** 2)
     assert float(ratio) < most
@@ -317,18 +312,21 @@ def test_control_variate_reduces_the_vjp_variance(make, most, noises):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(3))
-def test_blocked_draw_equals_one_draw(index, monkeypatch):
-    """Large draws go a block of samples at a time (`_estimator._BLOCK`); each sample
-    keeps its own key, so the layer, its VJP and the loss are those of one draw."""
-    from perturbed_layers import _estimator
-
-    layer = core_layers(num_samples=12)[index]
+def test_blocked_draw_equals_one_draw(index):
+    """Large draws go a block of samples at a time (`pl.Estimator(block_size=...)`);
+    each sample keeps its own key, so the layer, its VJP and the loss are those of one
+    draw."""
+    layers = [
+        core_layers(num_samples=12, estimator=pl.Estimator(block_size=size))[index]
+        for size in (None, 4)
+    ]
+    layer = layers[0]
     theta = jax.random.normal(jax.random.key(10), (3, 7))
     v = jax.random.normal(jax.random.key(11), (3, 7))
     y_true = layer.solve(theta)
     key = jax.random.key(12)
 
-    def run():
+    def run(layer):
         value, grad = jax.jit(
             jax.value_and_grad(lambda t: jnp.sum(layer(t, key=key) * v))
         )(theta)
@@ -339,9 +337,7 @@ def test_blocked_draw_equals_one_draw(index, monkeypatch):
         )(theta)
         return value, grad, loss, loss_grad
 
-    want = run()
-    # Blocks of 4 samples (3 of them) from every size up.
-    monkeypatch.setattr(_estimator, "_BLOCKED_FROM", 0)
-    monkeypatch.setattr(_estimator, "_BLOCK", 4 * theta.size)
-    for got, expected in zip(run(), want, strict=True):
+    want = run(layers[0])
+    assert layers[1].estimator.resolve(layers[1], theta.shape).block == 4
+    for got, expected in zip(run(layers[1]), want, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
