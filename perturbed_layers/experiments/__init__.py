@@ -3,7 +3,8 @@
 Install with the `experiments` extra (`pip install -e ".[experiments]"`), then
 
 ```bash
-perturbed-layers train configs/quickstart.yaml
+perturbed-layers configs                       # the built-in configs (shipped inside)
+perturbed-layers train quickstart              # one of them, by name
 perturbed-layers train configs/pyepo_shortest_path.yaml --out runs/pyepo data.deg=2
 perturbed-layers evaluate runs/pyepo
 ```
@@ -23,6 +24,10 @@ config can name: `DATASETS`, `MODELS`, `LAYERS`, `NOISES`, `LOSSES`, `OPTIMIZERS
 """
 
 from ._build import Experiment as Experiment, build as build
+from ._builtin import (
+    builtin_configs as builtin_configs,
+    resolve_config as resolve_config,
+)
 from ._cli import main as main
 from ._components import (
     LAYERS as LAYERS,
@@ -50,6 +55,11 @@ from ._pyepo import (
 from ._ranking import (
     RankingTask as RankingTask,
     label_ranking_data as label_ranking_data,
+)
+from ._run_folder import RunFileError as RunFileError
+from ._run_guard import (
+    SAFE_CHANGES as SAFE_CHANGES,
+    RunFolderError as RunFolderError,
 )
 from ._tasks import (
     AbstractLoss as AbstractLoss,

@@ -4,17 +4,21 @@ import argparse
 import pathlib
 import sys
 
-from . import _run_folder as files
+from . import _run_guard as guard
+from ._builtin import builtin_configs, describe_config, resolve_config
 from ._config import ConfigError, load_config
 from ._evaluation import evaluate
+from ._run_folder import RunFileError
 from ._train import TrainingDiverged, train
 
 _EPILOG = """\
 examples:
-  perturbed-layers train configs/quickstart.yaml
-  perturbed-layers train configs/pyepo_shortest_path.yaml --out runs/pyepo data.deg=2
-  perturbed-layers train configs/pyepo_shortest_path.yaml --out runs/pyepo --resume
-  perturbed-layers evaluate runs/pyepo
+  perturbed-layers configs                       # the built-in configs
+  perturbed-layers configs quickstart > my.yaml  # one of them, to start from
+  perturbed-layers train quickstart              # a built-in config, by name
+  perturbed-layers train my.yaml --out runs/mine training.epochs=5
+  perturbed-layers train my.yaml --out runs/mine --resume
+  perturbed-layers evaluate runs/mine
 """
 
 
@@ -29,31 +33,50 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_parser = commands.add_parser(
         "train",
-        help="train from a YAML config",
-        description="Train from a YAML config. The run folder gets the resolved "
-        "config, metrics.jsonl, checkpoint.eqx, curves.png, examples.png and "
-        "summary.json.",
+        help="train from a YAML config (a file, or a built-in config's name)",
+        description="Train from a YAML config. The run folder gets run.json, the "
+        "resolved config.yaml, metrics.jsonl, checkpoint.eqx, curves.png, "
+        "examples.png and summary.json.",
         epilog="overrides are key.path=value pairs, values parsed as YAML scalars, "
         "e.g. training.epochs=5 layer.sigma=0.5 optimizer.name=sgd",
     )
-    train_parser.add_argument("config", type=pathlib.Path, help="the YAML config file")
+    train_parser.add_argument(
+        "config",
+        help="the YAML config: a file, or the name of a built-in config "
+        "(perturbed-layers configs lists them)",
+    )
     train_parser.add_argument(
         "overrides", nargs="*", metavar="key.path=value", help="config overrides"
     )
     train_parser.add_argument(
         "--out",
         type=pathlib.Path,
-        help="run folder (default: runs/<config name>-<timestamp>; with --resume, "
-        "the newest runs/<config name>-* folder)",
+        help="run folder: new or empty, or a run to --resume (default: "
+        "runs/<name>-<timestamp>; with --resume, the newest run of that name)",
     )
     train_parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint",
+        help="continue the run from its last checkpoint, with its own config",
+    )
+    train_parser.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --resume: let this key differ from the run's config (repeatable; "
+        f"only {', '.join(guard.SAFE_CHANGES)}); recorded in run.json",
     )
     train_parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar"
     )
+    configs_parser = commands.add_parser(
+        "configs",
+        help="list the built-in configs, or print one",
+        description="Without a name, list the built-in configs; with one, print it "
+        "(to start a new config from: perturbed-layers configs quickstart > my.yaml).",
+    )
+    configs_parser.add_argument("name", nargs="?", help="a built-in config's name")
     evaluate_parser = commands.add_parser(
         "evaluate",
         help="evaluate a run folder's last checkpoint on its test set",
@@ -64,26 +87,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configs(name: str | None) -> int:
+    configs = builtin_configs()
+    if name is None:
+        width = max(map(len, configs), default=0)
+        for config, path in configs.items():
+            print(f"{config:<{width}}  {describe_config(path)}")
+        print(
+            "\nrun one: perturbed-layers train NAME; copy one: perturbed-layers "
+            "configs NAME > my.yaml"
+        )
+        return 0
+    if name.removesuffix(".yaml") not in configs:
+        raise ConfigError(
+            f"{name}: not a built-in config; built-in configs: {', '.join(configs)}"
+        )
+    sys.stdout.write(configs[name.removesuffix(".yaml")].read_text(encoding="utf-8"))
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    path = resolve_config(args.config)
+    config = load_config(path, args.overrides)
     out = args.out
+    if args.allow_change and not args.resume:
+        raise guard.RunFolderError("--allow-change applies to --resume only")
     if out is None and args.resume:
-        out = files.latest_run_folder(config.name)
-        if out is None:
-            print(
-                f"error: --resume: no runs/{config.name}-* folder with a checkpoint; "
-                "pass --out",
-                file=sys.stderr,
+        runs = guard.runs_of(config.name)
+        if not runs:
+            raise guard.RunFolderError(
+                f"--resume: no run of {config.name!r} in runs/ (runs/{config.name}-"
+                "<timestamp>); pass --out"
             )
-            return 2
+        out = runs[-1]
+        print(
+            f"--resume: the newest of {len(runs)} run(s) of {config.name!r}: {out}",
+            file=sys.stderr,
+        )
     if out is None:
-        out = files.default_run_folder(config.name)
+        out = guard.default_run_folder(config.name)
     try:
         train(
             config,
             out,
             resume=args.resume,
-            source=str(args.config),
+            allow_changes=args.allow_change,
+            source=str(path),
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
@@ -112,13 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "configs":
+            return _configs(args.name)
         evaluate(args.run)
         return 0
-    except ConfigError as error:
+    except (ConfigError, guard.RunFolderError, RunFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileExistsError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except OSError as error:  # e.g. a disk that fills up, a folder made read-only
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)

@@ -31,18 +31,28 @@ wrong types, missing required values, unknown registry names (answered with the 
 ones), bad overrides, and a layer that does not fit the dataset. A `ConfigError` lists
 each problem as `FILE: dotted.key: message`.
 
-**YAML.** Files are read with `yaml.safe_load`; override values are parsed as YAML
-scalars (`3`, `0.5`, `true`, `null`, `adam`). PyYAML reads `1e-2` as a string (YAML 1.1);
-float options accept that form too.
+**YAML.** Files are data, read by a bounded safe loader (`_yaml.py`: size, depth and
+alias expansion bounded, duplicate keys refused, UTF-8 only, YAML 1.2 floats such as
+`1e-2`); override values are parsed by the same loader as YAML scalars (`3`, `0.5`,
+`1.5e3`, `true`, `null`, `adam`). Values quoted in error messages are cut short.
 """
 
+import copy
 import pathlib
+import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from ._components import LAYERS, LOSSES, OPTIMIZERS
 from ._models import MODELS
@@ -60,6 +70,7 @@ from ._parallel import DistributedOptions, MeshOptions
 from ._pyepo import PyEPOShortestPath
 from ._ranking import LabelRanking
 from ._warcraft import WarcraftMaps
+from ._yaml import MAX_BYTES, YAMLLimitError, decode, load_yaml, short
 
 DATASETS: dict[str, type[DataOptions]] = {
     "pyepo_shortest_path": PyEPOShortestPath,
@@ -100,7 +111,10 @@ class Config(BaseModel):
     (which validate each group against its registry entry)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    name: str = Field(description="run name (default: the config file's stem)")
+    name: str = Field(
+        description="run name, the run folder's prefix (default: the config file's "
+        "stem); a name, not a path"
+    )
     data: DataOptions
     model: ModelOptions
     layer: LayerOptions
@@ -109,6 +123,22 @@ class Config(BaseModel):
     training: TrainingOptions
     mesh: MeshOptions = MeshOptions()
     distributed: DistributedOptions = DistributedOptions()
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, name: str) -> str:
+        # The run folder is runs/<name>-<timestamp>: a path here would put it
+        # anywhere (name=/abs/path, name=../x).
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"a run name is a name, not a path: 1 to 100 letters, digits, '_', "
+                f"'-', '.' or '+', starting with a letter, digit or '_'; got "
+                f"{short(name)} (set name: in the config or override name=...)"
+            )
+        return name
+
+
+_NAME = re.compile(r"\w[\w.+-]{0,99}")
 
 
 def registries() -> dict[str, Mapping[str, type[Options]]]:
@@ -146,26 +176,27 @@ def apply_overrides(
 ) -> tuple[dict, dict[str, str]]:
     """Apply `key.path=value` overrides to a raw config (a copy is returned), and
     the dotted path each override set."""
-    raw = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
+    raw = copy.deepcopy(raw)  # plain, bounded data (load_yaml)
     applied: dict[str, str] = {}
     for text in overrides:
         key, sep, value_text = text.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(part.isidentifier() for part in parts):
             raise ConfigError(
-                f"{source}: bad override {text!r}: expected key.path=value, e.g. "
+                f"{source}: bad override {short(text)}: expected key.path=value, e.g. "
                 "training.epochs=5"
             )
         try:
-            value = yaml.safe_load(value_text)
-        except yaml.YAMLError as error:
+            value = load_yaml(value_text)
+        except (yaml.YAMLError, YAMLLimitError) as error:
             raise ConfigError(
-                f"{source}: {key}: bad override {text!r}: value is not YAML ({error})"
+                f"{source}: {key}: bad override {short(text)}: value is not YAML "
+                f"({_first_line(error)})"
             ) from None
         if isinstance(value, dict | list):
             raise ConfigError(
-                f"{source}: {key}: bad override {text!r}: the value must be a YAML "
-                "scalar (a number, a string, true/false or null)"
+                f"{source}: {key}: bad override {short(text)}: the value must be a "
+                "YAML scalar (a number, a string, true/false or null)"
             )
         node = raw
         for depth, part in enumerate(parts[:-1]):
@@ -173,8 +204,8 @@ def apply_overrides(
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 raise ConfigError(
-                    f"{source}: {key}: bad override {text!r}: {where} is "
-                    f"{child!r}, not a group of keys"
+                    f"{source}: {key}: bad override {short(text)}: {where} is "
+                    f"{short(child)}, not a group of keys"
                 )
             node = child
         node[parts[-1]] = value
@@ -229,7 +260,7 @@ def _message(error: Mapping[str, Any], raw: dict) -> tuple[str, str]:
     what = next(iter(registry.values())).kind if registry else "entry"
     if kind == "union_tag_invalid":
         return ".".join([*path, "name"]), (
-            f"unknown {what} {ctx.get('tag')!r}; valid names: {describe(registry)}"
+            f"unknown {what} {short(ctx.get('tag'))}; valid names: {describe(registry)}"
         )
     if kind == "union_tag_not_found":
         return ".".join([*path, "name"]), (
@@ -242,7 +273,7 @@ def _message(error: Mapping[str, Any], raw: dict) -> tuple[str, str]:
         return ".".join(path), "missing required value"
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind != "value_error":
-        message += f" (got {error.get('input')!r})"
+        message += f" (got {short(error.get('input'))})"
     return ".".join(path) or "<top level>", message
 
 
@@ -253,7 +284,7 @@ def _via(path: str, applied: Mapping[str, str]) -> str:
         for key, text in applied.items()
         if f"{path}.".startswith(f"{key}.") or key.startswith(f"{path}.")
     ]
-    return f" (set by override {via[-1]!r})" if via else ""
+    return f" (set by override {short(via[-1])})" if via else ""
 
 
 def _format(
@@ -302,8 +333,34 @@ def config_from_dict(
     return config
 
 
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def read_yaml(path: str | pathlib.Path) -> Any:
+    """The data of a YAML file, read within the bounds of `_yaml.py`.
+
+    **Raises:** `ConfigError` naming the file and the cause (unreadable, too large,
+    not UTF-8, not YAML, too deep, aliases expanding too far, a duplicate key).
+    """
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(
+            f"{source}: cannot read the config: {error.strerror or error}"
+        ) from None
+    try:
+        return load_yaml(decode(data))
+    except YAMLLimitError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+
+
 def load_config(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (`yaml.safe_load`), apply overrides, validate.
+    """Read a YAML config (as data: `read_yaml`), apply overrides, validate.
 
     The run name defaults to the file's stem.
 
@@ -314,18 +371,7 @@ def load_config(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> Conf
     config.training.epochs  # 2
     ```
     """
-    source = str(path)
-    try:
-        text = pathlib.Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(
-            f"{source}: cannot read the config: {error.strerror}"
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from None
-    return config_from_dict(raw, source, overrides)
+    return config_from_dict(read_yaml(path), str(path), overrides)
 
 
 def dump_config(config: Config) -> str:

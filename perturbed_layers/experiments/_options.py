@@ -8,7 +8,6 @@ it usable from YAML.
 """
 
 import abc
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
@@ -21,15 +20,16 @@ import perturbed_layers as pl
 
 from ._tasks import AbstractLoss, AbstractTask, Dataset
 
-# YAML 1.1 (PyYAML) reads `1e-2` as a string; YAML 1.2 and every user read it as a
-# number. Accept exactly that form (an exponent, no dot) as a float; anything else that
-# is not a number stays an error.
-_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
-
+# The config loader reads YAML 1.2 floats (`1e-2`, `1.5e3`) as numbers, but a value
+# may still arrive as a string (quoted in YAML, or from Python): a float option takes
+# any string Python's float() reads; anything else stays "not a valid number".
 def _yaml12_float(value: Any) -> Any:
-    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
-        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 

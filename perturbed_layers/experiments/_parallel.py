@@ -11,6 +11,7 @@ distributed:
   coordinator_address: null   # host:port of process 0 (null: from the environment)
   num_processes: null
   process_id: null
+  timeout: 300      # seconds to wait for every process to arrive
 ```
 
 **Mesh.** Training runs on a `data × samples` device mesh (`jax.make_mesh`, axes
@@ -36,10 +37,19 @@ a multi-task SLURM step (`srun`), an Open MPI job, or a multi-host Cloud TPU sli
 (`TPU_WORKER_HOSTNAMES` lists several hosts); JAX then reads the missing values from
 that environment. `initialize: true` always calls it, for any environment JAX itself
 knows; `false` never does.
+
+**Waiting.** Joining prints who this process is and whom it waits for; if the others
+have not all arrived after `distributed.timeout` seconds, the process stops with an
+error that says so (JAX's own time-out aborts the process from C++ with a stack
+trace, so ours comes first), and every 30 seconds before that it says it is still
+waiting.
 """
 
 import os
-from collections.abc import Mapping
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import equinox as eqx
@@ -88,6 +98,11 @@ class DistributedOptions(BaseModel):
         ge=0,
         description="this process's index (null: from the environment)",
     )
+    timeout: PositiveInt = Field(
+        default=300,
+        description="seconds to wait for every process to join before stopping with "
+        "an error",
+    )
 
 
 def cluster_detected(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -113,9 +128,33 @@ def _count(text: str | None) -> int:
         return 1
 
 
-def initialize_distributed(options: DistributedOptions, source: str) -> bool:
+def _watch(event: threading.Event, who: str, timeout: int) -> None:
+    """Until `event` is set: say every 30 s that `who` is still waiting; after
+    `timeout` seconds, stop the process with an error (exit status 2)."""
+    start = time.monotonic()
+    while not event.wait(min(30.0, max(timeout - (time.monotonic() - start), 0.0))):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            print(
+                f"error: distributed: {who}: not every process arrived within "
+                f"{timeout} s (distributed.timeout). Check that all were started, "
+                "with the same coordinator address and number of processes, and "
+                "that the coordinator's port is reachable.",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(2)  # the main thread is blocked inside JAX's C++ client
+        print(f"distributed: {who}: still waiting ({waited:.0f} s)", file=sys.stderr)
+
+
+def initialize_distributed(
+    options: DistributedOptions, source: str, log: Callable[[str], None] = print
+) -> bool:
     """Call `jax.distributed.initialize` if the options or the environment ask for
-    it (before any JAX computation); return whether the run is multi-process."""
+    it (before any JAX computation); return whether the run is multi-process.
+
+    While it waits for the other processes, a watchdog says so and, after
+    `options.timeout` seconds, ends the process with a clear error."""
     given = {
         "coordinator_address": options.coordinator_address,
         "num_processes": options.num_processes,
@@ -126,8 +165,28 @@ def initialize_distributed(options: DistributedOptions, source: str) -> bool:
         wanted = options.coordinator_address is not None or bool(cluster_detected())
     if not wanted or jax.distributed.is_initialized():
         return jax.process_count() > 1
+    address = options.coordinator_address or os.environ.get(
+        "JAX_COORDINATOR_ADDRESS", "the address the environment gives"
+    )
+    who = (
+        f"process {_or_env(options.process_id)} of {_or_env(options.num_processes)}, "
+        f"coordinator {address}"
+    )
+    log(
+        f"distributed: {who}: waiting up to {options.timeout} s for the other "
+        "processes to join"
+    )
+    arrived = threading.Event()
+    watchdog = threading.Thread(
+        target=_watch, args=(arrived, who, options.timeout), daemon=True
+    )
+    watchdog.start()
     try:
-        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+        # JAX's own limit comes after ours: it aborts the process without a message.
+        jax.distributed.initialize(
+            **{k: v for k, v in given.items() if v is not None},
+            initialization_timeout=options.timeout + 30,
+        )
     except (RuntimeError, ValueError, TypeError) as error:
         set_keys = ", ".join(
             f"distributed.{k}" for k, v in given.items() if v is not None
@@ -135,7 +194,14 @@ def initialize_distributed(options: DistributedOptions, source: str) -> bool:
         raise ValueError(
             f"distributed: jax.distributed.initialize failed ({set_keys}): {error}"
         ) from None
+    finally:
+        arrived.set()
+    log(f"distributed: all {jax.process_count()} processes joined")
     return jax.process_count() > 1
+
+
+def _or_env(value: int | None) -> str:
+    return "(from the environment)" if value is None else str(value)
 
 
 def make_mesh(

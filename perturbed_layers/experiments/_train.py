@@ -27,8 +27,9 @@ Checkpoints hold plain arrays, so a run resumes on any number of devices.
 
 import json
 import pathlib
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import equinox as eqx
@@ -41,9 +42,9 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from . import _parallel as parallel, _run_folder as files
+from . import _parallel as parallel, _run_folder as files, _run_guard as guard
 from ._build import Experiment, build
-from ._config import Config, ConfigError, dump_config
+from ._config import Config, ConfigError, dump_config, read_yaml
 from ._evaluation import (
     format_metrics,
     plot_test_examples,
@@ -52,6 +53,7 @@ from ._evaluation import (
 )
 from ._plots import plot_curves
 from ._tasks import AbstractLoss, Batch
+from ._yaml import short
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,6 +130,7 @@ def train(
     out: str | pathlib.Path,
     *,
     resume: bool = False,
+    allow_changes: Collection[str] = (),
     source: str = "<config>",
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -138,33 +141,65 @@ def train(
     **Arguments:**
 
     - `config`: a validated config (`load_config`).
-    - `out`: the run folder; it must not hold a run unless `resume=True`.
-    - `resume`: continue from `out`'s last checkpoint.
+    - `out`: the run folder: absent, empty, or (with `resume=True`) a run of ours.
+    - `resume`: continue `out`'s run from its last checkpoint (from the start if it
+      stopped before its first one), with the config it was started with.
+    - `allow_changes`: config keys that may differ from the run's when resuming
+      (only `SAFE_CHANGES`, such as `training.epochs`); recorded in `run.json`.
     - `source`: the config's file name, for error messages.
-    - `progress`: show a tqdm progress bar per epoch.
+    - `progress`: show a tqdm progress bar per epoch (only on a terminal: in a log
+      file, the one line per epoch is enough).
     - `log`: where the one-line-per-epoch report goes.
     - `on_epoch_end`: called as `f(epoch, record)` after each epoch's checkpoint.
 
-    **Raises:** `ConfigError` (before training), `TrainingDiverged`, or
-    `FileExistsError` / `FileNotFoundError` for a folder that does / does not hold a
-    run when `resume` is False / True.
+    **Raises:** `ConfigError` (before training), `RunFolderError` (a folder that
+    holds something else, is in use, holds a run without `resume` or none with it,
+    a config that differs from the resumed run's), `RunFileError` (a run file that
+    cannot be read), `TrainingDiverged`.
     """
     try:
-        parallel.initialize_distributed(config.distributed, source)
+        parallel.initialize_distributed(config.distributed, source, log)
     except ValueError as error:
         raise ConfigError(f"{source}: {error}") from None
     main = parallel.is_main_process()
     if not main:
         log, progress = _silent, False
+    progress = progress and _is_terminal(sys.stderr)
     out = pathlib.Path(out)
+    run = guard.open_run(out, resume=resume, log=log) if main else None
+    try:
+        changes: dict[str, tuple[Any, Any]] = {}
+        if resume and (out / files.CONFIG).exists():
+            saved_config = read_yaml(out / files.CONFIG)
+            changes = guard.config_changes(saved_config, config.model_dump(mode="json"))
+            guard.check_changes(changes, allow_changes, str(out))
+        return _train(config, out, run, resume, changes, source, progress, log,
+                      on_epoch_end)  # fmt: skip
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def _train(
+    config: Config,
+    out: pathlib.Path,
+    run: guard.RunFolder | None,
+    resume: bool,
+    changes: dict[str, tuple[Any, Any]],
+    source: str,
+    progress: bool,
+    log: Callable[[str], None],
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    main = run is not None
     checkpoint = out / files.CHECKPOINT
-    if resume and not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: {out} holds no checkpoint to resume from")
-    if not resume and (checkpoint.exists() or (out / files.METRICS).exists()):
-        raise FileExistsError(
-            f"{out} already holds a run: pass --resume to continue it, or choose "
-            "another --out"
-        )
     parallel.sync("perturbed_layers: run folder checked")  # before process 0 writes
     start = time.perf_counter()
     exp = build(config, source)
@@ -185,32 +220,35 @@ def train(
     model, opt_state, key = exp.model, exp.opt_state, exp.key
     history: list[dict[str, Any]] = []
     first_epoch = 1
-    if resume:
-        try:
-            model, opt_state, epoch, key = files.load_checkpoint(
-                checkpoint, model, opt_state, key
+    if resume and checkpoint.exists():
+        model, opt_state, epoch, key = files.load_checkpoint(
+            checkpoint, model, opt_state, key
+        )
+        if epoch > training.epochs:
+            raise guard.RunFolderError(
+                f"training.epochs: {training.epochs}, but {checkpoint} is at epoch "
+                f"{epoch} already"
             )
-        except (OSError, RuntimeError, ValueError, TypeError) as error:
-            raise ConfigError(
-                f"{source}: {checkpoint} does not fit the model and optimiser this "
-                f"config builds (changed model or optimizer options?): {error}"
-            ) from None
-        history = [
-            r for r in files.read_metrics(out / files.METRICS) if r["epoch"] <= epoch
-        ]
+        records, torn = files.read_metrics(out / files.METRICS)
+        if torn:
+            log(f"repairing {torn}")
+        history = [r for r in records if r["epoch"] <= epoch]
         first_epoch = epoch + 1
         log(f"resuming after epoch {epoch}")
+    elif resume:
+        log(
+            f"{out} has no checkpoint (the run stopped before its first one): "
+            "starting it again from the beginning"
+        )
+    for key_path, (was, now) in changes.items():
+        log(f"allowed change: {key_path}: {short(was)} in the run, {short(now)} now")
     parallel.sync("perturbed_layers: checkpoint read")  # before process 0 rewrites
-    # Written once the config has proved to build (and fit the checkpoint).
-    text = dump_config(config)
-    previous = out / files.CONFIG
-    if resume and previous.exists() and previous.read_text() != text:
-        log(f"note: the config differs from the one {out} was started with")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    if run is not None:  # the config has proved to build (and fit the checkpoint)
+        run.start(config.name)
         if resume:
+            run.record_resume(first_epoch - 1, changes)
             files.write_metrics(out / files.METRICS, history)
-        files.write_text(out / files.CONFIG, text)
+        files.write_text(out / files.CONFIG, dump_config(config))
     saved = first_epoch - 1  # the epoch of the checkpoint on disk
 
     def save(model: Any, opt_state: Any, epoch: int) -> None:

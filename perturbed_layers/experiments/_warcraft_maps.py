@@ -179,17 +179,65 @@ def generate_warcraft_maps(
     return maps, weights, _solve(weights)
 
 
+def _check_split(
+    folder: pathlib.Path, split: str, maps: np.ndarray, weights: np.ndarray,
+    paths: np.ndarray,
+) -> None:  # fmt: skip
+    """Refuse data that would train to NaN or crash later: the file and the first
+    offending map are named."""
+
+    def fail(part: str, index: np.ndarray | None, problem: str) -> ValueError:
+        at = f" (map {int(index[0])} first)" if index is not None else ""
+        return ValueError(f"{folder / f'{split}_{part}.npy'}: {problem}{at}")
+
+    if maps.dtype != np.uint8:
+        raise fail("maps", None, f"dtype {maps.dtype}; RGB images are uint8 (0-255)")
+    for part, array in (("vertex_weights", weights), ("shortest_paths", paths)):
+        if not (
+            np.issubdtype(array.dtype, np.floating)
+            or np.issubdtype(array.dtype, np.integer)
+        ):
+            raise fail(part, None, f"dtype {array.dtype}; expected numbers")
+    per_map = weights.reshape(len(weights), -1)
+    bad = np.flatnonzero(~np.all(np.isfinite(per_map), axis=1))
+    if bad.size:
+        raise fail("vertex_weights", bad, "NaN or infinite vertex weights")
+    bad = np.flatnonzero(np.any(per_map <= 0, axis=1))
+    if bad.size:
+        raise fail(
+            "vertex_weights", bad, "zero or negative vertex weights (costs are > 0)"
+        )
+    flat = paths.reshape(len(paths), -1)
+    bad = np.flatnonzero(np.any((flat != 0) & (flat != 1), axis=1))
+    if bad.size:
+        raise fail("shortest_paths", bad, "not a 0/1 mask")
+    bad = np.flatnonzero((paths[:, 0, 0] != 1) | (paths[:, -1, -1] != 1))
+    if bad.size:
+        raise fail(
+            "shortest_paths", bad,
+            "the path does not contain both corners (top-left and bottom-right)",
+        )  # fmt: skip
+
+
 def load_warcraft_split(
     folder: pathlib.Path, split: str, size: int, limit: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first `limit` maps of `{split}_maps.npy`, `{split}_vertex_weights.npy` and
-    `{split}_shortest_paths.npy` in `folder`, checked against the k × k layout."""
+    `{split}_shortest_paths.npy` in `folder`, checked against the k × k layout and
+    the data's rules: uint8 maps, finite positive vertex weights, 0/1 paths that
+    contain both corners. Files are read as arrays only (no pickled objects).
+
+    **Raises:** `FileNotFoundError` or `ValueError` naming the file and the problem.
+    """
     arrays = []
     for part in ("maps", "vertex_weights", "shortest_paths"):
         path = folder / f"{split}_{part}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (data.path: {folder})")
-        arrays.append(np.load(path, mmap_mode="r"))
+        try:
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"{path}: not a readable .npy array ({error})") from None
     maps, weights, paths = arrays
     expected = ((CELL * size, CELL * size, 3), (size, size), (size, size))
     for part, array, shape in zip(
@@ -202,8 +250,10 @@ def load_warcraft_split(
             )
     if limit > len(maps):
         raise ValueError(f"{split}: asked for {limit} maps, {folder} has {len(maps)}")
+    maps, weights, paths = maps[:limit], weights[:limit], paths[:limit]
+    _check_split(folder, split, maps, weights, paths)
     return (
-        np.asarray(maps[:limit], np.uint8),
-        np.asarray(weights[:limit], np.float32),
-        np.asarray(paths[:limit], np.float32),
+        np.asarray(maps, np.uint8),
+        np.asarray(weights, np.float32),
+        np.asarray(paths, np.float32),
     )
