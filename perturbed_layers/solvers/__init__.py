@@ -7,6 +7,7 @@ from ._argmax import argmax_one_hot as argmax_one_hot
 from ._assignment import linear_assignment as linear_assignment
 from ._grid_shortest_path import grid_shortest_path as grid_shortest_path
 from ._knapsack import knapsack as knapsack
+from ._linear_program import linear_program as linear_program
 from ._pyepo_grid import (
     arc_indicator as arc_indicator,
     arc_weights as arc_weights,
