@@ -9,17 +9,27 @@
   a partial run), which the page does not render.
 - `<!-- generated: config-keys -->` becomes the table of every key of the experiment
   config, with its type and default, read from the pydantic schema in
-  `perturbed_layers.experiments`, or a note that the subpackage does not exist yet.
+  `perturbed_layers.experiments`.
 
 The build never fails because a benchmark changed its output: a missing plot is
-named on the page, and no result at all is said.
+named on the page, and no result at all is said. A section that cannot be made at all
+(the config schema cannot be imported: the `docs` extra brings what it needs) is a
+warning, so `mkdocs build --strict` fails, and the page says what went wrong.
 """
 
+import logging
 import pathlib
 import re
 import types
 import typing
 from typing import Any
+
+log = logging.getLogger("mkdocs.hooks.perturbed_layers")
+
+
+class SectionError(RuntimeError):
+    """A generated section that cannot be made; the message says why."""
+
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -267,23 +277,18 @@ def find_schema(module: types.ModuleType) -> Any:
 
 
 def config_markdown() -> str:
-    note = "!!! note\n    "
+    """The config-keys section. **Raises:** `SectionError` if the schema cannot be
+    imported or found."""
     try:
         import perturbed_layers.experiments as experiments
-    except ImportError:
-        return note + "The experiments subpackage does not exist yet."
-    try:
-        import perturbed_layers.experiments._config  # noqa: F401
     except ImportError as error:
-        if error.name != "perturbed_layers.experiments._config":
-            return note + f"The config schema could not be imported: `{error}`."
+        raise SectionError(
+            f"cannot import perturbed_layers.experiments ({error}); install the "
+            "docs extra"
+        ) from None
     schema = find_schema(experiments)
     if schema is None:
-        return (
-            note + "`perturbed_layers.experiments` has no config schema yet. When it "
-            "has one, this page lists every config key with its default, generated "
-            "from the schema."
-        )
+        raise SectionError("perturbed_layers.experiments has no config schema")
     rows = config_rows(schema)
     header = ["key", "for `name`", "type", "default", "description"]
     if not any(row[4] for row in rows):
@@ -315,5 +320,13 @@ def on_page_markdown(markdown, page, config, files):
     if BENCH_MARK in markdown:
         markdown = markdown.replace(BENCH_MARK, _BENCHMARKS["text"])
     if CONFIG_MARK in markdown:
-        markdown = markdown.replace(CONFIG_MARK, config_markdown())
+        try:
+            section = config_markdown()
+        except SectionError as error:
+            # A warning: `mkdocs build --strict` fails on it.
+            log.warning(f"{page.file.src_path}: the config-keys table: {error}")
+            section = (
+                f"!!! failure\n    The config-keys table could not be made: {error}"
+            )
+        markdown = markdown.replace(CONFIG_MARK, section)
     return markdown

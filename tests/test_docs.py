@@ -258,6 +258,71 @@ def test_config_keys_from_a_pydantic_schema():
     assert rows[("`layer.k`", "`top_k`")][1] == "required"
 
 
+def test_a_section_that_cannot_be_made_fails_a_strict_build(monkeypatch, caplog):
+    hooks = _hooks()
+    # As if the docs extra lacked the experiments' needs: the import fails.
+    monkeypatch.setitem(sys.modules, "perturbed_layers.experiments", None)
+    with pytest.raises(hooks.SectionError, match="install the docs extra"):
+        hooks.config_markdown()
+    page = ModuleType("page")
+    page.file = ModuleType("file")  # type: ignore[attr-defined]
+    page.file.src_path = "experiments.md"  # type: ignore[attr-defined]
+    with caplog.at_level("WARNING", logger="mkdocs.hooks.perturbed_layers"):
+        text = hooks.on_page_markdown(
+            f"before\n{hooks.CONFIG_MARK}\nafter", page, None, None
+        )
+    # mkdocs --strict turns any warning of an mkdocs logger into a failed build.
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert record.name.startswith("mkdocs.")
+    assert "experiments.md: the config-keys table" in record.getMessage()
+    assert "could not be made" in text and hooks.CONFIG_MARK not in text
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_docs_extra_brings_what_the_generated_pages_import():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    missing = _requirement_names(extras["experiments"]) - _requirement_names(
+        extras["docs"]
+    )
+    assert missing == set()
+
+
+def test_every_metric_the_tasks_report_is_defined():
+    """Each task's metrics (on two test instances, solved exactly) and the training
+    numbers are defined on docs/metrics.md."""
+    pytest.importorskip("pydantic")
+    import jax.numpy as jnp
+    import numpy as np
+
+    from perturbed_layers import experiments as ex
+
+    page = (DOCS / "metrics.md").read_text()
+    small = {
+        "pyepo_shortest_path": ["data.num_data=20", "data.test_size=10"],
+        "warcraft_12x12": ["data.num_train=2", "data.num_test=2"],
+        "label_ranking": ["data.num_train=5", "data.num_test=5"],
+    }
+    names = set()
+    for config_name, overrides in small.items():
+        config = ex.load_config(ROOT / "configs" / f"{config_name}.yaml", overrides)
+        data = config.data.build()
+        batch = ex.Batch(*(a[:2] for a in data.test))
+        per = data.task.metrics(jnp.asarray(batch.costs), batch.y, batch)
+        names |= set(data.task.summarise({k: np.asarray(v) for k, v in per.items()}))
+    names |= {"train_loss", "train_seconds", "eval_seconds", "seconds_per_epoch"}
+    names |= {"eval_seconds_per_epoch", "final_train_loss", "num_parameters"}
+    assert len(names) >= 14
+    undefined = sorted(n for n in names if f"`{n}`" not in page)
+    assert undefined == []
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
@@ -271,4 +336,11 @@ def test_mkdocs_build_strict(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "api" / "layers" / "index.html").exists()
+    api = (tmp_path / "api" / "layers" / "index.html").read_text()
+    # Constructor signatures on the API pages (Equinox dataclass fields).
+    heading = api[api.index('id="perturbed_layers.PerturbedTopK"') :][:4000]
+    assert "num_samples" in heading and "sigma" in heading
+    experiments = (tmp_path / "experiments" / "index.html").read_text()
+    assert "training.epochs" in experiments and "could not be made" not in experiments
+    assert (tmp_path / "training" / "index.html").exists()
+    assert (tmp_path / "metrics" / "index.html").exists()
