@@ -69,6 +69,10 @@ def test_two_epoch_run(name, tmp_path):
         assert data[:8] == PNG and len(data) > 10_000
     headline = next(key for key in summary if key.startswith("test_"))
     assert headline in summary["trivial"]
+    # Every number reported is defined on the metrics page.
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    reported = {k.removeprefix("test_") for k in [*summary, *_records(out)[-1]]}
+    assert sorted(k for k in reported if f"`{k}`" not in page) == []
     # The checkpoint holds the final model: re-evaluating it gives the same metrics.
     evaluation = ex.evaluate(out, log=lambda _: None)
     assert evaluation["epoch"] == 2

@@ -389,3 +389,24 @@ def test_a_process_waiting_for_others_says_so_and_times_out():
         result.stderr
     )
     assert "joined" not in result.stdout
+
+
+# ------------------------------------------------------------------ progress output
+
+
+@pytest.mark.slow
+def test_no_progress_bar_updates_outside_a_terminal(tmp_path, capsys, monkeypatch):
+    import io
+
+    config = ex.load_config(PYEPO, [*TINY, "training.steps_per_call=1"])
+    ex.train(config, tmp_path / "log", progress=True, log=lambda _: None)
+    assert "\r" not in capsys.readouterr().err  # pytest's stderr is not a terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    ex.train(config, tmp_path / "tty", progress=True, log=lambda _: None)
+    assert "\r" in terminal.getvalue()  # the bar is there on a terminal
