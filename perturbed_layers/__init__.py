@@ -16,9 +16,16 @@ from ._layers import (
     PerturbedRanking as PerturbedRanking,
     PerturbedTopK as PerturbedTopK,
 )
-from ._losses import FenchelYoungLoss as FenchelYoungLoss
+from ._losses import (
+    FenchelYoungLoss as FenchelYoungLoss,
+    SPOPlusLoss as SPOPlusLoss,
+)
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun
-from ._noise import AbstractNoise as AbstractNoise, Gumbel as Gumbel, Normal as Normal
+from ._noise import (
+    AbstractNoise as AbstractNoise,
+    Gumbel as Gumbel,
+    Normal as Normal,
+)
 from ._perturbed import (
     AbstractPerturbed as AbstractPerturbed,
     Perturbed as Perturbed,

@@ -6,9 +6,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._custom_types import Key
-from ._estimator import perturbed_objective
-from ._perturbed import AbstractPerturbed
+from .._custom_types import Key
+from .._estimator import perturbed_objective
+from .._perturbed import AbstractPerturbed
 
 
 class FenchelYoungLoss(eqx.Module):
