@@ -74,7 +74,9 @@ def test_resume_without_out_refuses_a_longer_name(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-def test_resume_takes_the_newest_run_of_exactly_that_name(tmp_path, monkeypatch):
+def test_resume_takes_the_newest_run_of_exactly_that_name(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     exp, exp_lr = _config_copy(tmp_path, "exp"), _config_copy(tmp_path, "exp-lr")
     assert _train(exp_lr) == 0
@@ -91,6 +93,8 @@ def test_resume_takes_the_newest_run_of_exactly_that_name(tmp_path, monkeypatch)
         == 0
     )
     assert (lr_run / "metrics.jsonl").read_bytes() == lr_metrics
+    said = f"--resume: the newest of 1 run(s) of 'exp': runs/{exp_run.name}"
+    assert said in capsys.readouterr().err
     records, _ = files.read_metrics(exp_run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]
 

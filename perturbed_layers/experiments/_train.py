@@ -25,7 +25,6 @@ written: the last good checkpoint stays in place.
 Checkpoints hold plain arrays, so a run resumes on any number of devices.
 """
 
-import json
 import pathlib
 import sys
 import time
@@ -43,21 +42,16 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from . import _parallel as parallel, _run_folder as files, _run_guard as guard
-from ._build import Experiment, build
+from ._build import build
 from ._config import Config, ConfigError, dump_config, read_yaml
 from ._evaluation import (
     format_metrics,
-    plot_test_examples,
     test_metrics,
     trivial_metrics,
 )
-from ._plots import plot_curves
+from ._finish import TrainingDiverged as TrainingDiverged, diverged, finish, first_line
 from ._tasks import AbstractLoss, Batch
 from ._yaml import short
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the parameters became NaN or infinite; the run was stopped."""
 
 
 @eqx.filter_jit
@@ -324,8 +318,8 @@ def _train(
                         shown = time.perf_counter()
                 losses = parallel.to_host(losses)  # waits for the epoch
         except eqx.EquinoxRuntimeError as error:
-            what = f"the solver refused its input ({_first_line(error)})"
-            raise _diverged(out, epoch, saved, what, main) from None
+            what = f"the solver refused its input ({first_line(error)})"
+            raise diverged(out, epoch, saved, what, main) from None
         finally:
             bar.close()
         train_seconds = time.perf_counter() - tic
@@ -335,9 +329,9 @@ def _train(
             what = (
                 f"the training loss is {losses[step]} at step {step + 1}/{num_batches}"
             )
-            raise _diverged(out, epoch, saved, what, main)
+            raise diverged(out, epoch, saved, what, main)
         if not _finite(model):
-            raise _diverged(
+            raise diverged(
                 out, epoch, saved, "the parameters are no longer finite", main
             )
         tic = time.perf_counter()
@@ -375,85 +369,3 @@ def _describe(mesh: Mesh) -> str:
     where = f"{jax.process_count()} processes" if jax.process_count() > 1 else ""
     split = f"batch over {data}" + (f", samples over {samples}" if samples > 1 else "")
     return f"{data * samples} {kind} device(s){', ' + where if where else ''} ({split})"
-
-
-def finish(
-    config: Config,
-    out: pathlib.Path,
-    model: Any,
-    exp: Experiment,
-    history: list[dict[str, Any]],
-    trivial: dict[str, Any],
-    log: Callable[[str], None] = print,
-    *,
-    write: bool = True,
-) -> dict[str, Any]:
-    """Write the plots and `summary.json` of a finished run (if `write`); return
-    the summary."""
-    task = exp.dataset.task
-    title = (
-        f"{config.name}: {config.model.name} + {config.loss.name} ({config.layer.name})"
-    )
-    if write:
-        plot_curves(history, trivial, task, title, out / files.CURVES)
-        plot_test_examples(
-            exp, model, config.training.eval_batch_size, out / files.EXAMPLES
-        )
-    trained = [r for r in history if "train_seconds" in r]
-    timed = [r["train_seconds"] for r in trained[1:]] or [
-        r["train_seconds"] for r in trained
-    ]
-    final = history[-1]
-    summary = {
-        "status": "completed",
-        "name": config.name,
-        "epochs": final["epoch"],
-        **{k: v for k, v in final.items() if k.startswith("test_")},
-        "final_train_loss": final.get("train_loss"),
-        "trivial": trivial,
-        # The first epoch includes compiling the step; it is left out when possible.
-        "seconds_per_epoch": float(np.median(timed)) if timed else None,
-        "eval_seconds_per_epoch": float(np.median([r["eval_seconds"] for r in trained]))
-        if trained
-        else None,
-        "num_parameters": int(
-            sum(
-                x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
-            )
-        ),
-    }
-    if write:
-        files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
-    log(
-        f"summary: {out / files.SUMMARY}; plots: {out / files.CURVES}, {out / files.EXAMPLES}"
-    )
-    return summary
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if "EquinoxRuntimeError:" in line]
-    return (
-        (useful or lines or [type(error).__name__])[0]
-        .split("EquinoxRuntimeError:")[-1]
-        .strip()
-    )
-
-
-def _diverged(
-    out: pathlib.Path, epoch: int, saved: int, what: str, write: bool
-) -> TrainingDiverged:
-    message = (
-        f"training diverged in epoch {epoch}: {what}. Stopped; the last good "
-        f"checkpoint ({out / files.CHECKPOINT}, epoch {saved}) is kept. Try a lower "
-        "learning rate or another sigma."
-    )
-    summary = {
-        "status": "diverged",
-        "epoch": epoch,
-        "checkpoint_epoch": saved,
-        "message": message,
-    }
-    if write:
-        files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
-    return TrainingDiverged(message)
