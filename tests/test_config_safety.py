@@ -214,3 +214,11 @@ def test_progress_bars_only_on_a_terminal():
     assert _train._is_terminal(_Stream(True))
     assert not _train._is_terminal(_Stream(False))
     assert not _train._is_terminal(object())  # no isatty at all
+
+
+def test_long_strings_repeated_by_aliases_are_bounded():
+    text = "a: &a " + "x" * 60_000 + "\nb: [" + ", ".join(["*a"] * 20) + "]\n"
+    with pytest.raises(_yaml.YAMLLimitError, match="1,048,576 characters"):
+        _yaml.load_yaml(text)
+    fewer = "a: &a " + "x" * 60_000 + "\nb: [" + ", ".join(["*a"] * 10) + "]\n"
+    assert len(_yaml.load_yaml(fewer)["b"]) == 10
