@@ -17,7 +17,9 @@ from ._layers import (
     PerturbedTopK as PerturbedTopK,
 )
 from ._losses import (
+    BlackboxDifferentiation as BlackboxDifferentiation,
     FenchelYoungLoss as FenchelYoungLoss,
+    NegativeIdentity as NegativeIdentity,
     SPOPlusLoss as SPOPlusLoss,
 )
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun

@@ -1,5 +1,9 @@
 """Losses and surrogate-gradient layers for decision-focused learning, one file per
 family: Fenchel–Young, SPO+, blackbox (DBB, NID), I-MLE, regret, structured SVM."""
 
+from ._blackbox import (
+    BlackboxDifferentiation as BlackboxDifferentiation,
+    NegativeIdentity as NegativeIdentity,
+)
 from ._fenchel_young import FenchelYoungLoss as FenchelYoungLoss
 from ._spo import SPOPlusLoss as SPOPlusLoss
