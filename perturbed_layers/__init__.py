@@ -5,6 +5,7 @@ axes are a batch of independent instances.
 """
 
 from . import solvers as solvers
+from ._assignment_layers import PerturbedAssignment as PerturbedAssignment
 from ._estimator import Estimator as Estimator, Thresholds as Thresholds
 from ._host import HostSolver as HostSolver, host_solver as host_solver
 from ._host_examples import (
