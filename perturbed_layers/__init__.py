@@ -12,6 +12,7 @@ from ._host_examples import (
     scipy_grid_shortest_path as scipy_grid_shortest_path,
     scipy_linear_sum_assignment as scipy_linear_sum_assignment,
 )
+from ._knapsack_layers import PerturbedKnapsack as PerturbedKnapsack
 from ._layers import (
     PerturbedArgmax as PerturbedArgmax,
     PerturbedRanking as PerturbedRanking,
