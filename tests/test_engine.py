@@ -176,6 +176,7 @@ def test_second_derivative_is_refused_not_zero(layer):
         jax.hessian(lambda t: loss(t, layer.solve(theta), key=key))(theta)
 
 
+@pytest.mark.slow
 def test_optax_noise_objects_are_accepted():
     theta = jnp.array([[-0.6, 1.9, -0.2, 1.1, -1.0]])
     key = jax.random.key(12)
@@ -293,6 +294,7 @@ def test_control_variate_keeps_the_argmax_vjp_unbiased():
     ],
     ids=["argmax", "topk", "ranking"],
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [pl.Gumbel(), pl.Normal()], ids=["gumbel", "normal"])
 def test_control_variate_reduces_the_vjp_variance(make, most, noise):
     """Same samples, same scores, with and without the control variate: the spread of

@@ -77,6 +77,7 @@ def _close(a, b):
 # ----------------------------------------------------------------------------- NNX
 
 
+@pytest.mark.slow
 def test_nnx_gradient_matches_equinox(nnx_example):
     model = nnx_example.PerturbedClassifier(
         8, 5, num_samples=16, rngs=nnx.Rngs(params=0, perturb=1)
@@ -129,6 +130,7 @@ def test_nnx_layer_inside_jit_and_inference_mode(nnx_example):
 # --------------------------------------------------------------------------- Linen
 
 
+@pytest.mark.slow
 def test_linen_gradient_matches_equinox(linen_example):
     head = pl.PerturbedRanking(num_samples=16, sigma=0.5, noise=pl.Normal())
     model = linen_example.PerturbedRanker(num_items=5, head=head)

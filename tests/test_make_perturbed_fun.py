@@ -16,6 +16,7 @@ def pytree_argmax(x):
 X = {"a": jnp.array([0.2, -0.1, 0.4]), "b": jnp.array([[-0.3, 0.5], [0.1, 0.0]])}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_baseline", [True, False])
 @pytest.mark.parametrize("noise", [pl.Gumbel(), optax.perturbations.Normal()])
 def test_same_as_optax(noise, use_baseline):

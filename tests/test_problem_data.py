@@ -63,6 +63,7 @@ def y_true_rows():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [None, 7])
 def test_per_instance_args_give_each_instance_its_own_problem(chunk_size):
     layer = budget_layer(chunk_size=chunk_size)

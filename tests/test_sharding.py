@@ -153,6 +153,7 @@ def _run(args: list[str], devices: int = 1, **kwargs) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device():
     result = _run([sys.executable, "-c", SCRIPT], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]

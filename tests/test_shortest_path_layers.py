@@ -62,6 +62,7 @@ def test_jit_and_vmap_agree():
     np.testing.assert_allclose(mapped, rows, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_graph_shortest_path_layer():
     inf = jnp.inf
     weights = jnp.array([[inf, 1.0, 4.0], [inf, inf, 1.0], [inf, inf, inf]])
