@@ -19,6 +19,7 @@ from ._layers import (
     PerturbedTopK as PerturbedTopK,
 )
 from ._losses import (
+    IMLE as IMLE,
     BlackboxDifferentiation as BlackboxDifferentiation,
     FenchelYoungLoss as FenchelYoungLoss,
     NegativeIdentity as NegativeIdentity,
@@ -29,6 +30,7 @@ from ._noise import (
     AbstractNoise as AbstractNoise,
     Gumbel as Gumbel,
     Normal as Normal,
+    SumOfGamma as SumOfGamma,
 )
 from ._perturbed import (
     AbstractPerturbed as AbstractPerturbed,

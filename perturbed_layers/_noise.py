@@ -8,6 +8,8 @@ Berthet et al. (2020, Prop. 3.1), J = E[y*(θ + σZ) ∇ν(Z)ᵀ] / σ.
 
 import abc
 import functools as ft
+import math
+import numbers
 from typing import Any
 
 import equinox as eqx
@@ -169,6 +171,84 @@ class Normal(AbstractNoise):
     def score_moment(self, n: int, *, centred: bool) -> float | None:
         del n, centred  # E[Z Zᵀ] = I; its projection onto sum-zero: I − 11ᵀ/n
         return 1.0
+
+
+class SumOfGamma(AbstractNoise):
+    r"""Sum-of-Gamma noise (Niepert et al., 2021), the perturbation of I-MLE:
+
+        ε = (τ/k) (Σ_{i=1..s} G_i − log s),   G_i ~ Gamma(shape 1/k, scale k/i).
+
+    The sum of k independent such noises tends (as s → ∞) to τ times a standard
+    Gumbel, so perturbing θ by it and taking the top-k set samples k-subsets as
+    Gumbel-top-k would: the right noise for k-subset selection. Mean
+    (τ/k)(Σ_{i≤s} 1/i − log s), variance (τ²/k) Σ_{i≤s} 1/i². PyEPO's
+    `_sum_gamma_sample` is this noise with τ = 1 (scaled by its σ).
+
+    The density of a sum of Gamma variables with different scales has no closed form,
+    so `log_prob` and `score` raise a `NotImplementedError`: use it with `pl.IMLE`,
+    which needs samples only, not in a perturbed layer's Jacobian estimator, which
+    needs the score.
+
+    **Arguments:**
+
+    - `k`: κ > 0, the number of noises that sum to a Gumbel (the k of top-k).
+    - `tau`: τ > 0, the temperature (scale), default 1.
+    - `s`: the number of Gamma terms (a positive int), default 10.
+
+    ```python
+    import jax
+    import perturbed_layers as pl
+
+    z = pl.SumOfGamma(3, tau=1.0, s=10).sample(jax.random.key(0), (4, 5))
+    ```
+
+    **Reference:** Niepert, Minervini, Franceschi, *Implicit MLE: Backpropagating
+    Through Discrete Exponential Family Distributions*, NeurIPS 2021.
+    """
+
+    k: float = eqx.field(static=True)
+    tau: float = eqx.field(default=1.0, static=True)
+    s: int = eqx.field(default=10, static=True)
+
+    def __check_init__(self):
+        for name in ("k", "tau"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and float(value) > 0)
+            ):
+                raise ValueError(
+                    f"{name} must be a positive finite number, got {value!r}"
+                )
+        if isinstance(self.s, bool) or not isinstance(self.s, numbers.Integral):
+            raise TypeError(f"s must be a positive int, got {self.s!r}")
+        if self.s < 1:
+            raise ValueError(f"s must be a positive int, got {self.s!r}")
+
+    def sample(
+        self, key: Key, sample_shape: Shape = (), dtype: DType = jnp.float32
+    ) -> Float[Array, "..."]:
+        shape = tuple(sample_shape)
+        s = int(self.s)
+        gammas = jax.random.gamma(key, 1.0 / self.k, (s, *shape), dtype)
+        scales = self.k / jnp.arange(1, s + 1, dtype=dtype)
+        total = jnp.tensordot(scales, gammas, axes=1)
+        return (self.tau / self.k) * (total - math.log(s))
+
+    def log_prob(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
+        raise NotImplementedError(_NO_DENSITY)
+
+    def score(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
+        raise NotImplementedError(_NO_DENSITY)
+
+
+_NO_DENSITY = (
+    "pl.SumOfGamma has no closed-form density (a sum of Gamma variables with "
+    "different scales), so no log_prob nor score: use it with pl.IMLE, which needs "
+    "samples only; a perturbed layer's Jacobian estimator needs the score (use "
+    "pl.Gumbel or pl.Normal there)."
+)
 
 
 class ForeignNoise(AbstractNoise):

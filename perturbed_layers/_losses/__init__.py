@@ -6,4 +6,5 @@ from ._blackbox import (
     NegativeIdentity as NegativeIdentity,
 )
 from ._fenchel_young import FenchelYoungLoss as FenchelYoungLoss
+from ._imle import IMLE as IMLE
 from ._spo import SPOPlusLoss as SPOPlusLoss
