@@ -206,10 +206,14 @@ class RunFolder:
             os.close(self._fd)  # releases the flock
             self._fd = None
         # A run that never wrote leaves nothing behind (the folder, if it made it).
-        if {p.name for p in self.folder.iterdir()} <= {LOCK}:
-            (self.folder / LOCK).unlink(missing_ok=True)
-            if self._created:
-                self.folder.rmdir()
+        # Best effort: this runs on the way out of errors it must not hide.
+        try:
+            if {p.name for p in self.folder.iterdir()} <= {LOCK}:
+                (self.folder / LOCK).unlink(missing_ok=True)
+                if self._created:
+                    self.folder.rmdir()
+        except OSError:
+            pass
 
 
 def _lock(folder: pathlib.Path, log: Callable[[str], None]) -> int | None:
