@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ._perturbed import AbstractPerturbed, as_int, no_args
+from ._perturbed import AbstractPerturbed, as_int, check_int, no_args
 from .solvers import argmax_one_hot, ranks, top_k_mask
 
 
@@ -92,8 +92,7 @@ class PerturbedTopK(AbstractPerturbed):
     allows_inf: ClassVar[bool] = False
 
     def __check_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        check_int("k", self.k, minimum=1)
 
     def solve(self, theta: Float[Array, " n"], args: Any = None) -> Float[Array, " n"]:
         no_args(self, args)

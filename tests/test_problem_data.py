@@ -64,7 +64,7 @@ def y_true_rows():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chunk_size", [None, 7])
+@pytest.mark.parametrize("chunk_size", [None, pytest.param(7, marks=pytest.mark.slow)])
 def test_per_instance_args_give_each_instance_its_own_problem(chunk_size):
     layer = budget_layer(chunk_size=chunk_size)
     args = {"budget": BUDGETS}
@@ -235,6 +235,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_args_on_a_batch_sharded_over_four_devices():
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"

@@ -77,8 +77,8 @@ def _forward(layer: Any, plan: Plan, theta: Array, args: Any, key: Key, keep: bo
     keys = jax.random.split(key, layer.num_samples)
     m = layer.num_samples
     if layer.chunk_size is None:
-        ys, s = solve_in_blocks(layer, plan, keys, theta, args)
-        ybar = jtu.tree_map(lambda y: sample_sum(plan, y) / m, ys)
+        ys, s, sums = solve_in_blocks(layer, plan, keys, theta, args)
+        ybar = jtu.tree_map(lambda t: t / m, sums)
         return ybar, ((ys, s) if keep else None), None
     # Bounded memory: keep nothing per sample; the tangent redraws and re-solves. The
     # control variate needs Σ_k ⟨y_k, s_k⟩ over all samples, summed here as we go.

@@ -93,11 +93,12 @@ def solve_samples(layer: Any, theta: Array, args: Any, z: Array) -> tuple[Array,
 # products: XLA:CPU runs a reduction over the sample axis of a large array up to ~20x
 # slower than the same sum as a dot (jax 0.10). A dot accumulates sequentially,
 # though: a sum of M same-sign terms would lose digits as M grows (a constant 15.7
-# averaged over 8·10⁵ samples came back as 15.74), so sums over many samples go
-# `_SUM_BLOCK` samples at a time and add the block sums with `jnp.sum` (a tree
-# reduction): 15.69997 there. Tiny arrays (`plan.small`) are contracted elementwise,
-# where the fixed cost of a dot call dominates.
-_SUM_BLOCK = 256
+# averaged over 8·10⁵ samples came back as 15.74), so the means (`sample_sum`) over
+# many samples go `_SUM_BLOCK` samples per dot and add the block sums with `jnp.sum`
+# (a tree reduction): 15.69999 there. Large draws, which go in blocks anyway, sum
+# each block as it is solved (`solve_in_blocks`). Tiny arrays (`plan.small`) are
+# contracted elementwise, where the fixed cost of a dot call dominates.
+_SUM_BLOCK = 64
 
 
 def _flat(x: Array) -> Array:
@@ -105,30 +106,35 @@ def _flat(x: Array) -> Array:
 
 
 def weighted_sum(plan: Plan, w: Array, x: Array) -> Array:
-    """Σ_k w[b, k] x[b, k] for w (B, K) and x (B, K, *rest): (B, *rest)."""
+    """Σ_k w[b, k] x[b, k] for w (B, K) and x (B, K, *rest): (B, *rest).
+
+    For sums of centred terms (the tangent's), whose rounding errors do not pile up."""
     w, xf = w.astype(x.dtype), _flat(x)
-    b, k, n = xf.shape
     if xf.size <= plan.small:
         out = jnp.sum(w[..., None] * xf, axis=1)
-    elif k <= 2 * _SUM_BLOCK:
-        out = jnp.einsum("bk,bkn->bn", w, xf)
     else:
-        q, r = divmod(k, _SUM_BLOCK)
-        head = q * _SUM_BLOCK
-        blocks = jnp.einsum(
-            "bqk,bqkn->bqn",
-            w[:, :head].reshape(b, q, _SUM_BLOCK),
-            xf[:, :head].reshape(b, q, _SUM_BLOCK, n),
-        )
-        out = jnp.sum(blocks, axis=1)
-        if r:
-            out = out + jnp.einsum("bk,bkn->bn", w[:, head:], xf[:, head:])
+        out = jnp.einsum("bk,bkn->bn", w, xf)
     return out.reshape(x.shape[:1] + x.shape[2:])
 
 
 def sample_sum(plan: Plan, x: Array) -> Array:
-    """Σ over the sample axis (axis 1) of x (B, K, *rest): (B, *rest)."""
-    return weighted_sum(plan, jnp.ones(x.shape[:2], x.dtype), x)
+    """Σ over the sample axis (axis 1) of x (B, K, *rest): (B, *rest), accurate to a
+    few roundings at any K (the means, where same-sign terms pile up errors)."""
+    b, k = x.shape[:2]
+    if k <= 2 * _SUM_BLOCK:
+        return weighted_sum(plan, jnp.ones((b, k), x.dtype), x)
+    xf = _flat(x)
+    q, r = divmod(k, _SUM_BLOCK)
+    head = q * _SUM_BLOCK
+    blocks = jnp.einsum(
+        "k,bqkn->bqn",
+        jnp.ones(_SUM_BLOCK, x.dtype),
+        xf[:, :head].reshape(b, q, _SUM_BLOCK, -1),
+    )
+    out = jnp.sum(blocks, axis=1)
+    if r:
+        out = out + jnp.sum(xf[:, head:], axis=1)
+    return out.reshape(x.shape[:1] + x.shape[2:])
 
 
 def instance_dot(plan: Plan, a: Any, g: Any) -> Array:
@@ -196,11 +202,13 @@ def fold_chunks(
 
 def solve_in_blocks(
     layer: Any, plan: Plan, keys: Key, theta: Array, args: Any
-) -> tuple[Any, Array]:
-    """Solutions (B, M, ...) and scores (B, M, *event) of all samples.
+) -> tuple[Any, Array, Any]:
+    """Solutions (B, M, ...) and scores (B, M, *event) of all samples, and the sums of
+    the solutions over the samples (B, ...).
 
     Large draws go `plan.block` samples at a time, each written in place into the
-    (B, M, ...) buffers, so that no transpose of the whole result follows."""
+    (B, M, ...) buffers, so that no transpose of the whole result follows, and summed
+    while it is fresh (compensated over the blocks)."""
 
     def block(k):
         z, s = draw(layer, plan, k, theta)
@@ -208,19 +216,29 @@ def solve_in_blocks(
 
     size = plan.block
     if size is None:
-        return block(keys)
+        ys, s = block(keys)
+        return ys, s, jtu.tree_map(lambda y: sample_sum(plan, y), ys)
     m = keys.shape[0]
     shapes = jax.eval_shape(block, keys[:size])
-    init = jtu.tree_map(
+    buffers = jtu.tree_map(
         lambda x: jnp.zeros((x.shape[0], m, *x.shape[2:]), x.dtype), shapes
+    )
+    zero = jtu.tree_map(
+        lambda x: jnp.zeros((x.shape[0], *x.shape[2:]), x.dtype), shapes[0]
     )
 
     def body(j, carry):
-        out = block(jax.lax.dynamic_slice_in_dim(keys, j * size, size))
-        return jtu.tree_map(
+        out, sums = carry
+        ys, s = block(jax.lax.dynamic_slice_in_dim(keys, j * size, size))
+        out = jtu.tree_map(
             lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x, j * size, 1),
-            carry,
             out,
+            (ys, s),
         )
+        sums = kahan_add(sums, jtu.tree_map(lambda y: sample_sum(plan, y), ys))
+        return out, sums
 
-    return jax.lax.fori_loop(0, m // size, body, init)
+    (ys, s), (sums, _) = jax.lax.fori_loop(
+        0, m // size, body, (buffers, (zero, zero))
+    )
+    return ys, s, sums
