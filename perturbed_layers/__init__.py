@@ -41,5 +41,6 @@ from ._shortest_path_layers import (
     PerturbedGraphShortestPath as PerturbedGraphShortestPath,
     PerturbedShortestPath as PerturbedShortestPath,
 )
+from ._spanning_tree_layers import PerturbedSpanningTree as PerturbedSpanningTree
 
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 from jaxtyping import Array, Float
 
+from ._layer_data import finite_or_zero
 from ._perturbed import AbstractPerturbed, no_args
 from .solvers import linear_assignment
 
@@ -57,4 +58,4 @@ class PerturbedAssignment(AbstractPerturbed):
         self, theta: Float[Array, "n m"], args: Any = None
     ) -> Float[Array, "n m"]:
         no_args(self, args)
-        return linear_assignment(theta)
+        return linear_assignment(finite_or_zero(theta))

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ._layer_data import as_optional_array, problem_data
+from ._layer_data import as_optional_array, finite_or_zero, problem_data
 from ._perturbed import AbstractPerturbed, as_int, check_int
 from .solvers import knapsack
 
@@ -97,4 +97,6 @@ class PerturbedKnapsack(AbstractPerturbed):
         )
         weights = data["weights"].astype(theta.dtype)
         capacity = data["capacity"].astype(theta.dtype)
-        return knapsack(theta, weights, capacity, max_nodes=self.max_nodes)
+        return knapsack(
+            finite_or_zero(theta), weights, capacity, max_nodes=self.max_nodes
+        )

@@ -13,6 +13,13 @@ def as_optional_array(value: Any) -> Any:
     return None if value is None else jnp.asarray(value)
 
 
+def finite_or_zero(theta: Any) -> Any:
+    """θ, or zeros if it holds a NaN or an infinity: such an instance's output is made
+    NaN by the engine (the layer's contract), so its solver gets harmless input
+    rather than raise on it."""
+    return jnp.where(jnp.all(jnp.isfinite(theta)), theta, 0)
+
+
 def problem_data(
     layer: Any, args: Any, names: Sequence[str], required: Sequence[str] = ()
 ) -> dict[str, Any]:

@@ -95,3 +95,9 @@ def test_bad_inputs():
         layer(jnp.zeros((3, 2)), key=jax.random.key(0))
     with pytest.raises(TypeError, match="takes no args"):
         layer(jnp.zeros((2, 2)), {"mask": jnp.ones((2, 2))}, key=jax.random.key(0))
+    # A NaN or an infinity makes its instance NaN (no solver error); the others solve.
+    theta = jnp.array([[[1.0, 0.0], [0.0, jnp.nan]], [[1.0, 0.0], [0.0, 1.0]]])
+    theta = jnp.concatenate([theta, jnp.full((1, 2, 2), jnp.inf)])
+    y = layer(theta, key=jax.random.key(0))
+    assert bool(jnp.all(jnp.isnan(y[0]))) and bool(jnp.all(jnp.isnan(y[2])))
+    np.testing.assert_allclose(jnp.sum(y[1], -1), 1.0, atol=1e-6)
