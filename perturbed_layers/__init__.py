@@ -23,6 +23,7 @@ from ._losses import (
     BlackboxDifferentiation as BlackboxDifferentiation,
     FenchelYoungLoss as FenchelYoungLoss,
     NegativeIdentity as NegativeIdentity,
+    RegretLoss as RegretLoss,
     SPOPlusLoss as SPOPlusLoss,
 )
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun

@@ -7,4 +7,5 @@ from ._blackbox import (
 )
 from ._fenchel_young import FenchelYoungLoss as FenchelYoungLoss
 from ._imle import IMLE as IMLE
+from ._regret import RegretLoss as RegretLoss
 from ._spo import SPOPlusLoss as SPOPlusLoss
