@@ -67,14 +67,15 @@ def test_sample_means_are_accurate_at_large_m(chunk_size):
 @pytest.mark.parametrize("sigma", [1e-2, 1e-4])
 def test_jacobian_stays_accurate_as_sigma_shrinks(sigma):
     # y = θ + 15.7 has J = I; the leave-one-out baseline subtracts ȳ ≈ 15.7 from each
-    # sample, so an error δ in ȳ adds δ·Σ s_k/(σM) ~ δ/(σ√M) to J (1.24 at σ = 1e-4
-    # before). Monte-Carlo error at M = 10⁶: ~1e-3 per entry.
+    # sample, so an error δ in ȳ adds δ·Σ s_k/(σM) ~ δ/(σ√M) to J. With a sequential
+    # float32 sum this was 0.014 at σ = 1e-2 and 1.40 at σ = 1e-4 (n = 3, M = 10⁶);
+    # now 0.0011 at both, the Monte-Carlo error.
     layer = pl.Perturbed(
         lambda t: t + 15.7, num_samples=1_000_000, sigma=sigma, noise=pl.Normal()
     )
-    jac = jax.jacrev(lambda t: layer(t, key=KEY))(jnp.array([0.3, -0.2]))
-    err = float(jnp.linalg.norm(jac - jnp.eye(2)) / jnp.linalg.norm(jnp.eye(2)))
-    assert err < 0.02, err
+    jac = jax.jacrev(lambda t: layer(t, key=KEY))(jnp.array([0.3, -0.2, 0.1]))
+    err = float(jnp.linalg.norm(jac - jnp.eye(3)) / jnp.linalg.norm(jnp.eye(3)))
+    assert err < 0.005, err
 
 
 def test_nan_theta_gives_nan_never_a_plausible_number():
