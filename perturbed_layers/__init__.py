@@ -25,6 +25,7 @@ from ._losses import (
     NegativeIdentity as NegativeIdentity,
     RegretLoss as RegretLoss,
     SPOPlusLoss as SPOPlusLoss,
+    StructuredSVMLoss as StructuredSVMLoss,
 )
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun
 from ._noise import (

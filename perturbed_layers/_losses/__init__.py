@@ -9,3 +9,4 @@ from ._fenchel_young import FenchelYoungLoss as FenchelYoungLoss
 from ._imle import IMLE as IMLE
 from ._regret import RegretLoss as RegretLoss
 from ._spo import SPOPlusLoss as SPOPlusLoss
+from ._ssvm import StructuredSVMLoss as StructuredSVMLoss
