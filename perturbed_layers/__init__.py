@@ -18,6 +18,7 @@ from ._layers import (
     PerturbedRanking as PerturbedRanking,
     PerturbedTopK as PerturbedTopK,
 )
+from ._linear_program_layers import PerturbedLinearProgram as PerturbedLinearProgram
 from ._losses import (
     IMLE as IMLE,
     BlackboxDifferentiation as BlackboxDifferentiation,
