@@ -74,6 +74,7 @@ def test_fenchel_young_gradient_is_layer_mean_minus_target():
     np.testing.assert_allclose(grad, layer(theta, key=key) - y_true, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fenchel_young_minimiser_sign():
     # For costs: gradient = y_true - y_eps(costs).
     def argmin(c):

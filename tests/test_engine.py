@@ -103,6 +103,7 @@ def test_jit_vmap_grad_filter_jit_agree(layer):
     np.testing.assert_allclose(g_jit, g_eager, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_leading_batch_axes():
     layer = pl.PerturbedArgmax(num_samples=30, sigma=0.5, noise=pl.Gumbel())
     theta = jax.random.normal(jax.random.key(8), (2, 3, 5))
@@ -124,6 +125,7 @@ def test_leading_batch_axes():
     )
 
 
+@pytest.mark.slow
 def test_pytree_output():
     def solver(theta):
         i = jnp.argmax(theta)

@@ -51,6 +51,7 @@ def test_two_by_two_closed_form_forward_and_jacobian(noise, p_of):
     np.testing.assert_allclose(estimate, exact, atol=0.03)
 
 
+@pytest.mark.slow
 def test_small_sigma_recovers_scipy_and_rows_columns_sum_to_one():
     scores = jax.random.normal(jax.random.key(1), (4, 6, 7))
     layer = pl.PerturbedAssignment(num_samples=3, sigma=1e-5, noise=pl.Gumbel())
@@ -67,6 +68,7 @@ def test_small_sigma_recovers_scipy_and_rows_columns_sum_to_one():
     assert 0 < float(jnp.min(jnp.max(y, axis=-1))) < 1  # the noise moves something
 
 
+@pytest.mark.slow
 def test_fenchel_young_gradient_is_y_eps_minus_y_under_jit_and_vmap():
     layer = pl.PerturbedAssignment(num_samples=16, sigma=0.5, noise=pl.Normal())
     scores = jax.random.normal(jax.random.key(4), (3, 4, 4))

@@ -51,6 +51,7 @@ def test_one_item_fits_is_a_perturbed_argmax_softmax():
     np.testing.assert_allclose(vjp(v)[0], exact, atol=0.05)
 
 
+@pytest.mark.slow
 def test_fields_and_args_give_the_same_rows():
     key = jax.random.key(3)
     shared = layer_of(weights=WEIGHTS)
@@ -67,6 +68,7 @@ def test_fields_and_args_give_the_same_rows():
     np.testing.assert_allclose(run(layer_of(), VALUES, both, key), y_args, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_small_sigma_is_exact_and_fenchel_young_gradient_under_jit():
     exact = pl.solvers.knapsack(VALUES, WEIGHTS, CAPACITY)
     assert float(jnp.min(jnp.sum(exact, -1))) >= 2  # a real choice in every row

@@ -77,6 +77,7 @@ def test_per_instance_args_give_each_instance_its_own_problem(chunk_size):
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_args_under_jit_vmap_grad_filter_jit_and_unbatched():
     layer = budget_layer()
     args = {"budget": BUDGETS}

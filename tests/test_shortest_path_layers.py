@@ -51,6 +51,7 @@ def test_small_sigma_recovers_the_solver_and_ends_are_on_the_path():
     np.testing.assert_allclose(y[:, -1, -1], 1.0)
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_agree():
     layer = pl.PerturbedShortestPath(
         num_samples=4, sigma=0.3, noise=pl.Normal(), connectivity=4
