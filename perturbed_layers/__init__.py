@@ -11,6 +11,7 @@ from ._host import HostSolver as HostSolver, host_solver as host_solver
 from ._host_examples import (
     scipy_grid_shortest_path as scipy_grid_shortest_path,
     scipy_linear_sum_assignment as scipy_linear_sum_assignment,
+    scipy_milp as scipy_milp,
 )
 from ._knapsack_layers import PerturbedKnapsack as PerturbedKnapsack
 from ._layers import (
