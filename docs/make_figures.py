@@ -10,6 +10,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -129,11 +130,137 @@ def shortest_path_figure() -> None:
     _save(fig, "shortest_path.png")
 
 
+def assignment_figure() -> None:
+    """Hard assignment of a 6 × 6 score matrix against y_ε at two noise scales."""
+    scores = jax.random.normal(jax.random.key(5), (6, 6))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
+    panels = [("y*: maximum-score assignment", pl.solvers.linear_assignment(scores))]
+    for sigma in (0.5, 1.0):
+        layer = pl.PerturbedAssignment(num_samples=1000, sigma=sigma, noise=pl.Normal())
+        y = jax.jit(lambda s, layer=layer: layer(s, key=jax.random.key(6)))(scores)
+        panels.append((f"y_ε: Normal σ = {sigma}, M = 1000", y))
+    for ax, (title, y) in zip(axes, panels, strict=True):
+        image = ax.imshow(y, cmap="Greys", vmin=0, vmax=1)
+        for (i, j), s in np.ndenumerate(np.asarray(scores)):
+            ax.text(
+                j,
+                i,
+                f"{s:+.1f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="tab:red" if y[i, j] > 0.5 else "tab:blue",
+            )
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[-1], fraction=0.046)
+    _save(fig, "assignment.png")
+
+
+def knapsack_figure() -> None:
+    """P(item packed) for 10 items, 2 resources, against the exact selection."""
+    key_w, key_v = jax.random.split(jax.random.key(7))
+    weights = jnp.round(jax.random.uniform(key_w, (2, 10), minval=3, maxval=8), 2)
+    values = jnp.ceil(5 * jax.random.uniform(key_v, (10,)))
+    capacity = jnp.array([20.0, 20.0])
+    fig, ax = plt.subplots(figsize=(7, 3.3))
+    width = 0.2
+    idx = jnp.arange(10)
+    hard = pl.solvers.knapsack(values, weights, capacity)
+    ax.bar(idx - 1.5 * width, hard, width, color="k", label="y* (σ = 0)")
+    for j, (sigma, colour) in enumerate(zip(SIGMAS, COLOURS, strict=True)):
+        layer = pl.PerturbedKnapsack(
+            weights=weights,
+            capacity=capacity,
+            num_samples=1000,
+            sigma=sigma,
+            noise=pl.Normal(),
+        )
+        y = layer(values, key=jax.random.key(8))
+        ax.bar(idx + (j - 0.5) * width, y, width, color=colour, label=f"σ = {sigma}")
+    ax.set_xticks(list(range(10)))
+    ax.set_xticklabels(
+        [
+            f"{float(v):.0f}\n{float(a):.1f}/{float(b):.1f}"
+            for v, a, b in zip(values, weights[0], weights[1], strict=True)
+        ],
+        fontsize=7,
+    )
+    ax.set(
+        xlabel="value θᵢ and weights (resource 1 / 2), capacities 20 / 20",
+        ylabel="P(item packed)",
+    )
+    ax.set_title("perturbed knapsack, Normal noise, M = 1000", fontsize=9)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.32))
+    _save(fig, "knapsack.png")
+
+
+def spanning_tree_figure() -> None:
+    """Points in the plane, their minimum spanning tree and y_ε on every edge."""
+    n = 12
+    xy = np.asarray(jax.random.uniform(jax.random.key(9), (n, 2)))
+    rows, cols = np.triu_indices(n, 1)
+    lengths = jnp.linalg.norm(xy[rows] - xy[cols], axis=-1)
+    exact = pl.PerturbedSpanningTree(
+        num_samples=1, sigma=1.0, noise=pl.Normal(), inference=True
+    )(lengths)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    layer = pl.PerturbedSpanningTree(
+        num_samples=500, sigma=0.5, noise=pl.Normal(), perturbation="multiplicative"
+    )
+    soft = jax.jit(lambda t: layer(t, key=jax.random.key(10)))(lengths)
+    for ax, y, title in (
+        (axes[0], exact, "y*: minimum spanning tree (Euclidean lengths)"),
+        (axes[1], soft, "y_ε: multiplicative σ = 0.5, M = 500"),
+    ):
+        for e in range(len(rows)):
+            if y[e] > 0.01:
+                ax.plot(
+                    *xy[[rows[e], cols[e]]].T,
+                    color="k",
+                    alpha=float(y[e]),
+                    lw=0.5 + 2.5 * float(y[e]),
+                )
+        ax.scatter(*xy.T, color="tab:orange", zorder=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, "spanning_tree.png")
+
+
+def linear_program_figure() -> None:
+    """A polygon, its optimal vertex for costs turning round, and y_ε inside it."""
+    angles = jnp.linspace(0, 2 * jnp.pi, 121)
+    costs = -jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)  # maximise u·x
+    a_ub = jnp.array([[1.0, 2.0], [3.0, 1.0], [-1.0, 1.0], [0.5, -1.0]])
+    b_ub = jnp.array([4.0, 6.0, 1.5, 1.0])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    hard = pl.solvers.linear_program(costs, a_ub, b_ub)
+    ax.fill(*np.asarray(hard).T, color="0.9", label="feasible polygon (x ≥ 0)")
+    ax.plot(*np.asarray(hard).T, "ko", ms=4, label="x*(c): its vertices")
+    for sigma, colour in zip(SIGMAS, COLOURS, strict=True):
+        layer = pl.PerturbedLinearProgram(
+            A_ub=a_ub, b_ub=b_ub, num_samples=500, sigma=sigma, noise=pl.Normal()
+        )
+        y = jax.jit(lambda c, layer=layer: layer(c, key=jax.random.key(11)))(costs)
+        ax.plot(*np.asarray(y).T, color=colour, label=f"y_ε(c), σ = {sigma}")
+    ax.set(xlabel="x₀", ylabel="x₁")
+    ax.set_title("c = −(cos t, sin t), t from 0 to 2π; M = 500", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.set_aspect("equal")
+    _save(fig, "linear_program.png")
+
+
 def main() -> None:
     argmax_figure()
     ranking_figure()
     topk_figure()
     shortest_path_figure()
+    assignment_figure()
+    knapsack_figure()
+    spanning_tree_figure()
+    linear_program_figure()
 
 
 if __name__ == "__main__":
