@@ -8,8 +8,14 @@ and a warm-up, median over repetitions:
 - `scipy`: the reference called per instance from a Python loop
   (`linear_sum_assignment(maximize=True)`, `milp` (HiGHS), `minimum_spanning_tree`,
   `linprog(method="highs")`).
-- `host_solver`: that loop as one `pl.host_solver` inside `jax.jit` (assignment and
-  spanning tree: single-argument solvers only, for now).
+- `host_solver`: that loop as one `pl.host_solver` inside `jax.jit` (knapsack:
+  `pl.scipy_milp` with the weights shared; LP: the `linprog` loop with the
+  constraints per instance as `args`).
+- `layer`: the perturbed layer's forward pass over the same problem family, B = 32
+  instances × M = 10 samples = 320 solves per call (`pl.PerturbedAssignment`,
+  `pl.PerturbedKnapsack`, `pl.PerturbedSpanningTree` on edge vectors,
+  `pl.PerturbedLinearProgram` with its constraints in `args`), Normal noise σ = 0.5:
+  the solver's cost inside the layer, noise and averaging included.
 
 Every instance's objective is checked against the reference before timing.
 PyEPO knapsack size (`pyepo/data/knapsack.py`): 32 items, 2 resources, weights
@@ -48,6 +54,24 @@ from perturbed_layers.solvers import (
 )
 
 N = 320
+B, M = 32, 10  # the layer's batch and samples: B × M = N solves per call
+KEY = jax.random.key(0)
+
+
+def layer_call(layer, theta, args=None):
+    fn = jax.jit(lambda t, a: layer(t, a, key=KEY))
+    fn(theta, args).block_until_ready()
+    return lambda: fn(theta, args).block_until_ready()
+
+
+def linprog_batch(c, args):
+    """The per-instance linprog loop as a host solver with per-instance data."""
+    return np.stack(
+        [
+            linprog(c[k], A_ub=args["A_ub"][k], b_ub=args["b_ub"][k], method="highs").x
+            for k in range(c.shape[0])
+        ]
+    )
 
 
 def median_time(fn, repeats):
@@ -95,10 +119,12 @@ def assignment_case(rng, n):
     ref = lsa_batch(s.astype(np.float64))
     assert np.allclose((y * s).sum((1, 2)), (ref * s).sum((1, 2)), rtol=1e-4)
     host = jax.jit(pl.host_solver(lsa_batch, event_ndim=2))
+    layer = pl.PerturbedAssignment(num_samples=M, sigma=0.5, noise=pl.Normal())
     return (
         lambda: ours(s).block_until_ready(),
         lambda: lsa_batch(s),
         lambda: host(s).block_until_ready(),
+        layer_call(layer, s[:B]),
     )
 
 
@@ -113,10 +139,13 @@ def spanning_case(rng, n):
     ww = np.where(np.isinf(w), 0, w)
     assert np.allclose((y * ww).sum((1, 2)), (ref * ww).sum((1, 2)), rtol=1e-4)
     host = jax.jit(pl.host_solver(mst_batch, event_ndim=2))
+    rows, cols = np.triu_indices(n, 1)
+    layer = pl.PerturbedSpanningTree(num_samples=M, sigma=0.5, noise=pl.Normal())
     return (
         lambda: ours(w).block_until_ready(),
         lambda: mst_batch(w),
         lambda: host(w).block_until_ready(),
+        layer_call(layer, w[:B, rows, cols]),
     )
 
 
@@ -133,10 +162,16 @@ def knapsack_case(rng, n, d, cap):
     y = np.asarray(ours(v, w32, c32))
     ref = np.stack([milp_one(vi.astype(np.float64), w, c) for vi in v])
     assert np.allclose((y * v).sum(1), (ref * v).sum(1), atol=1e-3)
+    host = jax.jit(pl.scipy_milp(A_ub=w, b_ub=c, upper=1.0))
+    assert np.allclose((np.asarray(host(-v)) * v).sum(1), (ref * v).sum(1), atol=1e-3)
+    layer = pl.PerturbedKnapsack(
+        weights=w32, capacity=c32, num_samples=M, sigma=0.5, noise=pl.Normal()
+    )
     return (
         lambda: ours(v, w32, c32).block_until_ready(),
         lambda: [milp_one(vi.astype(np.float64), w, c) for vi in v],
-        None,
+        lambda: host(-v).block_until_ready(),
+        layer_call(layer, v[:B]),
     )
 
 
@@ -152,7 +187,15 @@ def lp_case(rng, n, m):
 
     funs = np.array([r.fun for r in ref()])
     assert np.allclose((c * x).sum(1), funs, rtol=1e-4)
-    return (lambda: ours(c, a, b).block_until_ready(), ref, None)
+    host = jax.jit(pl.host_solver(linprog_batch, event_ndim=1))
+    args = {"A_ub": a, "b_ub": b}
+    layer = pl.PerturbedLinearProgram(num_samples=M, sigma=0.5, noise=pl.Normal())
+    return (
+        lambda: ours(c, a, b).block_until_ready(),
+        ref,
+        lambda: host(c, args).block_until_ready(),
+        layer_call(layer, c[:B], {"A_ub": a[:B], "b_ub": b[:B]}),
+    )
 
 
 def main():
@@ -178,19 +221,21 @@ def main():
         f"median of {repeats})",
         "",
         "| problem | ours (ms) | scipy per instance (ms) | host_solver (ms) "
-        "| ours solves/s | ours / scipy |",
-        "|---|---|---|---|---|---|",
+        f"| ours solves/s | ours / scipy | layer {B}×{M} (ms) | layer solves/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, make in cases:
-        ours, ref, host = make()
+        ours, ref, host, layer = make()
         ours()
         t_ours = median_time(ours, repeats)
         t_ref = median_time(ref, max(1, repeats // 3))
         t_host = median_time(host, max(1, repeats // 3)) if host else float("nan")
         host_txt = f"{1e3 * t_host:.1f}" if host else "—"
+        t_layer = median_time(layer, repeats)
         line = (
             f"| {name} | {1e3 * t_ours:.1f} | {1e3 * t_ref:.1f} | {host_txt} "
-            f"| {N / t_ours:,.0f} | {t_ref / t_ours:.2f}× |"
+            f"| {N / t_ours:,.0f} | {t_ref / t_ours:.2f}× | {1e3 * t_layer:.1f} "
+            f"| {N / t_layer:,.0f} |"
         )
         print(line, flush=True)
         lines.append(line)
