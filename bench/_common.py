@@ -339,7 +339,15 @@ def env_info() -> dict[str, Any]:
         },
         "xla_flags": os.environ.get("XLA_FLAGS"),
         "prng_impl": str(jax.config.jax_default_prng_impl),
+        # The estimator's size thresholds for this platform (pl.Thresholds).
+        "thresholds": _thresholds(),
     }
+
+
+def _thresholds() -> dict[str, Any]:
+    from perturbed_layers._estimator._options import platform_thresholds
+
+    return {k: float(x) for k, x in platform_thresholds()._asdict().items()}
 
 
 def today() -> str:

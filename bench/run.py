@@ -168,7 +168,7 @@ DESCRIPTIONS = {
     "jaxopt_whole": "jaxopt.perturbations.make_perturbed_argmax on the whole (B, n) "
     "batch (one instance)",
     "jaxopt_vmapped": "jaxopt make_perturbed_argmax vmapped over rows, split keys",
-    "floor": "jax.random.gumbel(key, (M, B, n)) alone: the noise-draw floor",
+    "floor": "jax.random.gumbel(key, (M·B·n,)) alone, reshaped: the noise-draw floor",
 }
 
 
@@ -229,6 +229,7 @@ ACCURACY_VARIANTS = (
     "ours_loo_rb",
     "ours_loo_sym",
     "ours_no_cv",
+    "ours_plain",
     "ours_optax_noise",
     "ours_chunked",
     "pl_make_perturbed_fun_whole",
@@ -386,7 +387,7 @@ def bench_timing(quick: bool, repeats: int) -> dict[str, Any]:
             "sigma": SIGMA,
             "noise": "Gumbel",
             "what": "jit(value_and_grad(theta -> <y_eps(theta), v>)), warm, blocked",
-            "floor": "jit(jax.random.gumbel(key, (M, B, n))), where B*n*M >= 1e7",
+            "floor": "jit(jax.random.gumbel(key, (M*B*n,))), where B*n*M >= 1e7",
             "note": "configs with B*n*M >= 1e8: 2 repetitions of one call each; "
             "others 3x --repeats within 8 s (20 s where the floor is timed)",
         },
@@ -1073,6 +1074,10 @@ def render(res: dict[str, Any], pngs: dict[str, str]) -> str:
         f"{res.get('elapsed_s', 0):.0f} s in all.",
         "",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x) + ".",
+        "",
+        "Estimator thresholds in force (pl.Thresholds for this platform): "
+        + ", ".join(f"{k}={x:g}" for k, x in env.get("thresholds", {}).items())
+        + ".",
         "",
         "Medians over interleaved repetitions, [min, max]; ratios are medians of paired "
         "(per-repetition) ratios. `python bench/run.py"
