@@ -9,6 +9,10 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
 - `regression`: ‖θ − t‖², no layer; `target: costs` fits the true costs (the
     "two-stage" or least-squares baseline of predict-then-optimise), `target:
     solution` fits the target solution itself (e.g. the ranks).
+- `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`: the decision-focused losses of
+    `perturbed_layers` (SPO+, the perturbed regret, the regret through blackbox
+    differentiation, the negative identity or I-MLE, the structured SVM) on the
+    layer's solver; each needs only the task's true costs (and y, which is w*(c)).
 """
 
 import functools
@@ -201,10 +205,114 @@ class RegressionOptions(LossOptions):
         return Regression(self.target)
 
 
+class SPOPlus(AbstractLoss):
+    loss: pl.SPOPlusLoss
+
+    def __call__(self, theta, batch, *, key):
+        del key
+        costs = batch.costs.astype(theta.dtype)
+        return self.loss(theta, costs, y_true=batch.y.astype(theta.dtype))
+
+
+class Regret(AbstractLoss):
+    loss: pl.RegretLoss
+
+    def __call__(self, theta, batch, *, key):
+        costs = batch.costs.astype(theta.dtype)
+        return self.loss(theta, costs, y_true=batch.y.astype(theta.dtype), key=key)
+
+
+class StructuredSVM(AbstractLoss):
+    loss: pl.StructuredSVMLoss
+
+    def __call__(self, theta, batch, *, key):
+        return self.loss(theta, batch.y.astype(theta.dtype), key=key)
+
+
+class SPOPlusOptions(LossOptions):
+    """`loss: {name: spo_plus}`: SPO+ (Elmachtoub & Grigas), exact solver, no noise."""
+
+    name: Literal["spo_plus"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return SPOPlus(pl.SPOPlusLoss(layer))
+
+
+class RegretOptions(LossOptions):
+    """`loss: {name: regret}`: the perturbed regret ⟨c, y_ε(ĉ)⟩ − z*(c) through the
+    layer (PyEPO's DPO + regret); trains from the true costs, no solution labels."""
+
+    name: Literal["regret"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(pl.RegretLoss(layer))
+
+
+class BlackboxOptions(LossOptions):
+    """`loss: {name: dbb, lambd: 10}`: the regret through blackbox differentiation
+    (Vlastelica et al.), exact forward, interpolation backward of strength λ."""
+
+    name: Literal["dbb"]
+    lambd: PositiveFloat = Field(10.0, description="λ, the interpolation strength")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(
+            pl.RegretLoss(pl.BlackboxDifferentiation(layer, lambd=self.lambd))
+        )
+
+
+class NegativeIdentityOptions(LossOptions):
+    """`loss: {name: nid}`: the regret through the negative identity (Sahoo et al.)."""
+
+    name: Literal["nid"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(pl.RegretLoss(pl.NegativeIdentity(layer)))
+
+
+class IMLEOptions(LossOptions):
+    """`loss: {name: imle, lambd: 10, k: 5, tau: 1, s: 10, num_samples: 1}`: the regret
+    through I-MLE (Niepert et al.) with Sum-of-Gamma noise."""
+
+    name: Literal["imle"]
+    lambd: PositiveFloat = Field(10.0, description="λ, the step to the target")
+    k: PositiveInt = Field(5, description="Sum-of-Gamma k (the structure's size)")
+    tau: PositiveFloat = Field(1.0, description="Sum-of-Gamma temperature τ")
+    s: PositiveInt = Field(10, description="Sum-of-Gamma terms s")
+    num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
+    sigma: PositiveFloat = Field(1.0, description="noise scale")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        imle = pl.IMLE(
+            layer,
+            lambd=self.lambd,
+            noise=pl.SumOfGamma(self.k, tau=self.tau, s=self.s),
+            num_samples=self.num_samples,
+            sigma=self.sigma,
+        )
+        return Regret(pl.RegretLoss(imle))
+
+
+class StructuredSVMOptions(LossOptions):
+    """`loss: {name: ssvm, margin: 1}`: the structured hinge with the Hamming margin."""
+
+    name: Literal["ssvm"]
+    margin: PositiveFloat = Field(1.0, description="α, the margin per differing entry")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return StructuredSVM(pl.StructuredSVMLoss(layer, margin=self.margin))
+
+
 LOSSES: dict[str, type[LossOptions]] = {
     "fenchel_young": FenchelYoungOptions,
     "squared": SquaredOptions,
     "regression": RegressionOptions,
+    "spo_plus": SPOPlusOptions,
+    "regret": RegretOptions,
+    "dbb": BlackboxOptions,
+    "nid": NegativeIdentityOptions,
+    "imle": IMLEOptions,
+    "ssvm": StructuredSVMOptions,
 }
 
 
