@@ -265,5 +265,8 @@ def bench_fy(repeats: int) -> dict[str, Any]:
         "ratio_floor_over_layer": C.paired_ratio(
             per["floor_gumbel"]["samples"], per["layer_value_and_grad"]["samples"]
         ),
+        "ratio_fy_over_floor": C.paired_ratio(
+            per["fy_value_and_grad"]["samples"], per["floor_gumbel"]["samples"]
+        ),
         "fy_grad_rel_err_vs_softmax_minus_y": rel_err(g, s - np.asarray(y)),
     }
