@@ -23,11 +23,18 @@ from ._linear_program_layers import PerturbedLinearProgram as PerturbedLinearPro
 from ._losses import (
     IMLE as IMLE,
     BlackboxDifferentiation as BlackboxDifferentiation,
+    CMAPLoss as CMAPLoss,
     FenchelYoungLoss as FenchelYoungLoss,
+    ListwiseLTRLoss as ListwiseLTRLoss,
+    NCELoss as NCELoss,
     NegativeIdentity as NegativeIdentity,
+    PairwiseLTRLoss as PairwiseLTRLoss,
+    PointwiseLTRLoss as PointwiseLTRLoss,
     RegretLoss as RegretLoss,
+    SolutionPool as SolutionPool,
     SPOPlusLoss as SPOPlusLoss,
     StructuredSVMLoss as StructuredSVMLoss,
+    solve_with_pool as solve_with_pool,
 )
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun
 from ._noise import (
