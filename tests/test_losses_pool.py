@@ -53,6 +53,7 @@ def test_pool_add_skips_duplicates_and_keeps_order():
     pool = pool.add(jnp.asarray(np.stack([a, c])))  # a is stored already
     assert int(pool.size) == 3
     np.testing.assert_array_equal(pool.solutions[:3], [b, a, c])
+    assert pool.add(jnp.zeros((0, 5))) is pool  # an empty batch adds nothing
 
 
 def test_pool_fifo_evicts_oldest_and_keep_ignores_new():
@@ -202,6 +203,10 @@ def test_solve_with_pool_scores_and_nan():
         np.isfinite(y_bad[jnp.array([0, 2, 3])])
     )
     assert np.all(np.isfinite(p_bad.solutions))
+    # An empty batch: nothing solved, nothing added, empty outputs.
+    y_none, p_none = pl.solve_with_pool(argmax_layer(), jnp.zeros((0, 3)), pool)
+    assert y_none.shape == (0, 3) and int(p_none.size) == 1
+    assert pl.NCELoss(argmax_layer())(jnp.zeros((0, 3)), y_none, pool).shape == (0,)
 
 
 # ------------------------------------------------------------------ NCE and CMAP

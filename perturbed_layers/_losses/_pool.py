@@ -21,8 +21,9 @@ def pool_objectives(theta: Array, solutions: Array) -> Array:
     As `_common.inner`, an infinite θ entry where s_j is 0 (a graph's missing arc) is
     skipped rather than give 0·inf = NaN; where s_j is non-zero it makes the
     objective ±inf. The derivative in θ is s_j (0 at the skipped entries)."""
-    theta = theta.reshape(theta.shape[0], -1)
-    flat = solutions.reshape(solutions.shape[0], -1).astype(theta.dtype)
+    d = math.prod(solutions.shape[1:])
+    theta = theta.reshape(theta.shape[0], d)
+    flat = solutions.reshape(solutions.shape[0], d).astype(theta.dtype)
     inf = jnp.isinf(theta)
     value = jnp.where(inf, 0, theta) @ flat.T
     used = (flat != 0).astype(theta.dtype).T
@@ -249,6 +250,8 @@ class SolutionPool(eqx.Module):
             )
         new = jax.lax.stop_gradient(new.astype(self.solutions.dtype))
         n = new.shape[0]
+        if n == 0:
+            return self
         ok = jnp.all(jnp.isfinite(new.reshape(n, -1)), axis=1)
         if where is not None:
             where = jnp.asarray(where)
