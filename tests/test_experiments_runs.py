@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 SMALL = {
     "pyepo_shortest_path": ["data.num_data=600", "data.test_size=100"],
+    "pyepo_knapsack": ["data.num_data=300", "data.test_size=100"],
     "warcraft_12x12": [
         "data.num_train=64",
         "data.num_test=16",

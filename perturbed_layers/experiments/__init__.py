@@ -46,6 +46,10 @@ from ._config import (
     load_config as load_config,
 )
 from ._evaluation import evaluate as evaluate
+from ._knapsack import (
+    KnapsackTask as KnapsackTask,
+    pyepo_knapsack_data as pyepo_knapsack_data,
+)
 from ._models import MODELS as MODELS, BerthetConvNet as BerthetConvNet
 from ._pyepo import (
     PyEPOTask as PyEPOTask,

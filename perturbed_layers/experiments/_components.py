@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 import perturbed_layers as pl
 
+from ._knapsack import KnapsackTask
 from ._options import (
     FiniteFloat,
     LayerOptions,
@@ -137,10 +138,32 @@ class RankingLayer(_PerturbedOptions):
         return pl.PerturbedRanking(**self.common(sample_axis))
 
 
+class KnapsackLayer(_PerturbedOptions):
+    """`layer: {name: knapsack, ...}`: `pl.PerturbedKnapsack` with the task's weights
+    and capacities (item values in, 0/1 selection out, maximised)."""
+
+    name: Literal["knapsack"]
+    max_nodes: PositiveInt = Field(
+        2**16, description="branch-and-bound nodes allowed per instance"
+    )
+
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
+        assert isinstance(task, KnapsackTask)
+        return pl.PerturbedKnapsack(
+            weights=task.weights,
+            capacity=task.capacity,
+            max_nodes=self.max_nodes,
+            **self.common(sample_axis),
+        )
+
+
 LAYERS: dict[str, type[LayerOptions]] = {
     "pyepo_shortest_path": PyEPOLayer,
     "grid_shortest_path": GridShortestPathLayer,
     "ranking": RankingLayer,
+    "knapsack": KnapsackLayer,
 }
 
 

@@ -55,6 +55,7 @@ from pydantic import (
 )
 
 from ._components import LAYERS, LOSSES, OPTIMIZERS
+from ._knapsack import PyEPOKnapsack
 from ._models import MODELS
 from ._options import (
     DataOptions,
@@ -76,6 +77,7 @@ DATASETS: dict[str, type[DataOptions]] = {
     "pyepo_shortest_path": PyEPOShortestPath,
     "warcraft": WarcraftMaps,
     "label_ranking": LabelRanking,
+    "pyepo_knapsack": PyEPOKnapsack,
 }
 
 
