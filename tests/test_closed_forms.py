@@ -45,6 +45,7 @@ def test_gumbel_argmax_jacobian_is_softmax_jacobian(sigma):
     assert float(jnp.max(jnp.abs(cross))) == 0.0
 
 
+@pytest.mark.slow
 def test_fenchel_young_gumbel_closed_form():
     sigma = 0.5
     theta = jnp.asarray(TF_THETA, jnp.float32)
@@ -62,6 +63,7 @@ def test_fenchel_young_gumbel_closed_form():
     np.testing.assert_allclose(grad, jax.nn.softmax(theta / sigma) - y_true, atol=0.012)
 
 
+@pytest.mark.slow
 def test_fenchel_young_gradient_is_layer_mean_minus_target():
     # Same key, same samples: the loss gradient is exactly y_eps - y_true.
     layer = pl.PerturbedTopK(2, num_samples=500, sigma=0.3, noise=pl.Gumbel())
@@ -172,6 +174,7 @@ def test_multiplicative_jacobian_scales_with_one_over_theta():
 
 
 @pytest.mark.parametrize("perturbation", ["additive", "multiplicative"])
+@pytest.mark.slow
 def test_fenchel_young_gradient_matches_finite_differences(perturbation):
     # With the key fixed the loss is piecewise linear in theta, and its exact
     # derivative is the estimator's: central differences agree to float rounding.

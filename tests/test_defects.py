@@ -78,6 +78,7 @@ def test_jacobian_stays_accurate_as_sigma_shrinks(sigma):
     assert err < 0.005, err
 
 
+@pytest.mark.slow
 def test_nan_theta_gives_nan_never_a_plausible_number():
     ranking = pl.PerturbedRanking(num_samples=100, sigma=0.5, noise=pl.Normal())
     theta = jnp.array([[jnp.nan, 1.0, 0.0, 2.0], [3.0, 1.0, 0.0, 2.0]])
@@ -201,6 +202,7 @@ def test_estimator_options_auto_and_explicit():
         pl.Estimator(block_size=0)
 
 
+@pytest.mark.slow
 def test_every_estimator_option_off_still_estimates_the_softmax_jacobian():
     from helpers import rel_error, softmax_jacobian
 

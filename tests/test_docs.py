@@ -294,6 +294,7 @@ def test_the_docs_extra_brings_what_the_generated_pages_import():
     assert missing == set()
 
 
+@pytest.mark.slow
 def test_every_metric_the_tasks_report_is_defined():
     """Each task's metrics (on two test instances, solved exactly) and the training
     numbers are defined on docs/metrics.md."""

@@ -67,6 +67,7 @@ def test_chunked_equals_unchunked(index, chunk_size):
 @pytest.mark.parametrize(
     "layer", core_layers(num_samples=64), ids=lambda x: type(x).__name__
 )
+@pytest.mark.slow
 def test_dtype_preserved(layer, dtype):
     theta = jax.random.normal(jax.random.key(4), (2, 5)).astype(dtype)
     key = jax.random.key(5)
@@ -83,6 +84,7 @@ def test_dtype_preserved(layer, dtype):
 @pytest.mark.parametrize(
     "layer", core_layers(num_samples=50)[::2], ids=lambda x: type(x).__name__
 )
+@pytest.mark.slow
 def test_jit_vmap_grad_filter_jit_agree(layer):
     theta = jax.random.normal(jax.random.key(6), (4, 6))
     key = jax.random.key(7)
@@ -164,6 +166,7 @@ def test_configuration_is_static():
 @pytest.mark.parametrize(
     "layer", core_layers(num_samples=20), ids=lambda x: type(x).__name__
 )
+@pytest.mark.slow
 def test_second_derivative_is_refused_not_zero(layer):
     theta = jnp.array([0.3, -1.0, 2.0, 0.5])
     key = jax.random.key(11)

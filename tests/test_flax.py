@@ -113,6 +113,7 @@ def test_nnx_gradient_matches_equinox(nnx_example):
     )
 
 
+@pytest.mark.slow
 def test_nnx_layer_inside_jit_and_inference_mode(nnx_example):
     model = nnx_example.PerturbedClassifier(8, 5, num_samples=8, rngs=nnx.Rngs(0))
     x = jnp.ones((3, 8))

@@ -29,7 +29,14 @@ def _layers():
         pytest.param(m, marks=pytest.mark.slow)
         for m in core_layers(num_samples=64, chunk_size=10)
     ]
-    return [*core_layers(num_samples=64), *chunked, grid, graph, free]
+    slow = pytest.mark.slow
+    return [
+        *core_layers(num_samples=64),
+        *chunked,
+        pytest.param(grid, marks=slow),
+        pytest.param(graph, marks=slow),
+        free,
+    ]
 
 
 def _theta(layer):

@@ -88,6 +88,7 @@ def _counting_milp():
     return pl.host_solver(counted, event_ndim=1)
 
 
+@pytest.mark.slow
 def test_a_perturbed_layer_solves_all_instances_in_one_callback():
     # Knapsack as a MILP (binary x, W x <= C, min −v·x): the same as pl.solvers.knapsack.
     weights = jnp.array([[3.0, 2.0, 2.0, 4.0, 1.5], [1.0, 3.0, 1.0, 1.0, 2.0]])

@@ -38,6 +38,7 @@ def as_matrix(p):
 @pytest.mark.parametrize(
     "noise, p_of", [(pl.Normal(), normal_p), (pl.Gumbel(), gumbel_p)]
 )
+@pytest.mark.slow
 def test_two_by_two_closed_form_forward_and_jacobian(noise, p_of):
     # M = 10,000: the forward's standard error is √(p(1 − p)/M) < 0.005, so 0.02 is
     # four of them; the gradient of y₀₀ (entries ±0.22 to ±0.27) within 0.03.
@@ -91,6 +92,7 @@ def test_fenchel_young_gradient_is_y_eps_minus_y_under_jit_and_vmap():
         np.testing.assert_allclose(mapped[b], one(scores[b], keys[b]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_inputs():
     layer = pl.PerturbedAssignment(num_samples=4, sigma=0.5, noise=pl.Normal())
     with pytest.raises(ValueError, match="transpose"):

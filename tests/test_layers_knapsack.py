@@ -29,6 +29,7 @@ def layer_of(**kwargs):
     return pl.PerturbedKnapsack(sigma=0.5, noise=pl.Normal(), **kwargs)
 
 
+@pytest.mark.slow
 def test_one_item_fits_is_a_perturbed_argmax_softmax():
     # Unit weights, capacity 1 (and a second resource that never binds): y* is the
     # one-hot argmax of the values while one is positive, so Gumbel noise gives
@@ -105,6 +106,7 @@ def test_vmap_with_args_mapped():
         np.testing.assert_allclose(mapped[b], one(VALUES[b], CAPACITY[b], keys[b]))
 
 
+@pytest.mark.slow
 def test_no_gradient_into_float_fields():
     layer = layer_of(weights=WEIGHTS, capacity=CAPACITY[0])
     grads = eqx.filter_grad(lambda m: jnp.sum(m(VALUES, key=KEY) * VALUES))(layer)

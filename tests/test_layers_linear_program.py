@@ -24,6 +24,7 @@ def run(layer, theta, args, key):
     return layer(theta, args, key=key)
 
 
+@pytest.mark.slow
 def test_two_corners_closed_form_forward_and_jacobian():
     # min c·x on the segment {x ≥ 0, x₀ + x₁ = 1}: x₀ = P(c₀ + σZ₀ < c₁ + σZ₁)
     # = Φ((c₁ − c₀)/(σ√2)). M = 10,000: standard errors < 0.005, tolerance 0.02.
@@ -54,6 +55,7 @@ def highs(c, a_ub, b_ub):
     return res.fun
 
 
+@pytest.mark.slow
 def test_fields_args_mixed_and_small_sigma_recovers_highs():
     tiny = dict(num_samples=3, sigma=1e-5, noise=pl.Normal())
     shared = pl.PerturbedLinearProgram(A_ub=A_UB, **tiny)  # b_ub per instance
@@ -75,6 +77,7 @@ def test_fields_args_mixed_and_small_sigma_recovers_highs():
     np.testing.assert_allclose(run(box, c, {"upper": upper}, KEY), want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fenchel_young_gradient_is_x_true_minus_y_eps_under_jit_and_grad():
     layer = pl.PerturbedLinearProgram(
         A_ub=A_UB, num_samples=16, sigma=0.5, noise=pl.Normal()

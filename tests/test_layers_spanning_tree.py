@@ -19,6 +19,7 @@ def run(layer, theta, args, key):
     return layer(theta, args, key=key)
 
 
+@pytest.mark.slow
 def test_triangle_drops_its_perturbed_heaviest_edge_one_minus_softmax():
     # On a triangle the tree drops the heaviest edge: with Gumbel noise on each edge,
     # P(edge e dropped) = P(e = argmax(θ + σG)) = softmax(θ/σ)ₑ, so y_ε = 1 − softmax.
@@ -45,6 +46,7 @@ def scipy_tree(edges_weights, n):
     return (tree | tree.T)[rows, cols].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_small_sigma_recovers_scipy_with_missing_edges_three_ways():
     n = 7
     e = n * (n - 1) // 2
@@ -73,6 +75,7 @@ def test_small_sigma_recovers_scipy_with_missing_edges_three_ways():
     assert float(jnp.min(jnp.max(jnp.where(y < 1, y, 0), -1))) > 0
 
 
+@pytest.mark.slow
 def test_fenchel_young_gradient_is_y_minus_y_eps_under_jit():
     n = 5
     theta = jax.random.normal(jax.random.key(3), (3, n * (n - 1) // 2))
@@ -105,6 +108,7 @@ def test_vmap_over_a_leading_axis():
         np.testing.assert_allclose(mapped[b], one(theta[b], keys[b]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_inputs():
     layer = pl.PerturbedSpanningTree(num_samples=4, sigma=0.5, noise=pl.Normal())
     with pytest.raises(ValueError, match=r"n\(n - 1\)/2"):

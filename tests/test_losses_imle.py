@@ -30,6 +30,7 @@ def topk_layer(k=2):
 # ---------------------------------------------------------------- Sum-of-Gamma
 
 
+@pytest.mark.slow
 def test_sum_of_gamma_moments():
     k, tau, s = 3, 2.0, 10
     z = pl.SumOfGamma(k, tau=tau, s=s).sample(jax.random.key(0), (100_000,))
@@ -41,6 +42,7 @@ def test_sum_of_gamma_moments():
     assert abs(float(jnp.var(z)) / var - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_sum_of_k_sum_of_gamma_is_the_max_of_exponentials():
     # Σ over k independent SoG(k, τ, s) = τ(Σ_i E_i/i − log s), E_i ~ Exp(1), which is
     # τ(max of s Exp(1) − log s) (Rényi): CDF (1 − e^{−x/τ}/s)^s exactly, a Gumbel
@@ -58,6 +60,7 @@ def test_sum_of_k_sum_of_gamma_is_the_max_of_exponentials():
     assert np.max(np.abs(cdf1 - np.arange(1, n + 1) / n)) > 0.1
 
 
+@pytest.mark.slow
 def test_sum_of_gamma_has_no_density_and_bad_arguments():
     noise = pl.SumOfGamma(2)
     assert noise.sample(jax.random.key(0), (3,)).dtype == jnp.float32
@@ -92,6 +95,7 @@ def drawn_noise(noise, key, m, shape):
 
 
 @pytest.mark.parametrize("lambd", [0.5, 5.0])
+@pytest.mark.slow
 def test_imle_scores_closed_form(lambd):
     noise = pl.SumOfGamma(2, tau=1.0, s=10)
     imle = pl.IMLE(topk_layer(), lambd=lambd, noise=noise, num_samples=3)
@@ -119,6 +123,7 @@ def test_imle_scores_closed_form(lambd):
 
 
 @pytest.mark.parametrize("lambd", [0.5, 5.0])
+@pytest.mark.slow
 def test_imle_costs_closed_form(lambd):
     noise = pl.SumOfGamma(1, tau=0.5, s=10)
     imle = pl.IMLE(path_layer(), lambd=lambd, noise=noise, num_samples=2)
@@ -168,6 +173,7 @@ def test_imle_forward_is_a_gumbel_softmax_sample(objective):
     np.testing.assert_allclose(y, jax.nn.softmax(sign * theta / tau), atol=0.03)
 
 
+@pytest.mark.slow
 def test_imle_jit_args_nan_and_errors():
     noise = pl.SumOfGamma(1)
 

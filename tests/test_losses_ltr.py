@@ -176,6 +176,7 @@ def test_ltr_scores_mirror_costs(cls, options, oracle):
         assert not np.allclose(mirrored(th, t, pool), value, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ltr_properties_at_the_truth():
     costs = jnp.asarray(random_costs(5, (20, 5)), jnp.float32)
     pool = pl.SolutionPool.from_solutions(PATHS)
@@ -194,6 +195,7 @@ def test_ltr_properties_at_the_truth():
     assert np.all(np.asarray(listwise_loss(other, costs, pool)) >= at_truth - 1e-6)
 
 
+@pytest.mark.slow
 def test_ltr_value_and_pool_nan_and_errors():
     pred = jnp.asarray(random_costs(7, (4, 5)), jnp.float32).at[:, 4].set(0.01)
     costs = jnp.asarray(random_costs(8, (4, 5)), jnp.float32)

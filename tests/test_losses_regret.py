@@ -24,6 +24,7 @@ def path_layer(**kwargs):
     return pl.Perturbed(three_paths, objective="min", **options)
 
 
+@pytest.mark.slow
 def test_regret_scores_gumbel_closed_form():
     sigma = 0.5
     theta_hat = jnp.array([[-0.6, 1.9, -0.2, 1.1, -1.0], [0.5, 0.0, -0.5, 0.3, 0.2]])
@@ -47,6 +48,7 @@ def test_regret_scores_gumbel_closed_form():
     np.testing.assert_allclose(grad, -vjp(theta)[0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_regret_costs_two_items_normal_closed_form():
     # Two items, costs perturbed by σZ, Z standard normal: item 0 is chosen with
     # probability p = Φ((ĉ₁ − ĉ₀)/(σ√2)); R = c₀p + c₁(1 − p) − min(c), and
@@ -80,6 +82,7 @@ def test_regret_costs_two_items_normal_closed_form():
         assert abs(slope) > 0.2  # the gradient is not ~0, so its sign is tested
 
 
+@pytest.mark.slow
 def test_regret_is_nonnegative_per_sample():
     # Every perturbed decision costs at least z*(c): the estimate is a mean of
     # non-negative numbers.
@@ -91,6 +94,7 @@ def test_regret_is_nonnegative_per_sample():
 
 
 @pytest.mark.parametrize("lambd", [0.5, 3.0])
+@pytest.mark.slow
 def test_regret_through_dbb_nid_and_imle(lambd):
     rng = np.random.default_rng(3)
     # The one-arc path costs about as much as the two-arc ones: decisions differ.
@@ -149,6 +153,7 @@ def test_regret_jit_and_graph_infinities():
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
+@pytest.mark.slow
 def test_regret_nan_instance_and_bad_input():
     loss = pl.RegretLoss(path_layer(num_samples=10, sigma=0.1))
     key = jax.random.key(0)

@@ -42,6 +42,7 @@ def random_instances(seed, shape):
     return rng.uniform(0.5, 3.0, shape), rng.uniform(0.5, 3.0, shape)
 
 
+@pytest.mark.slow
 def test_spo_plus_three_paths_closed_form():
     with jax.enable_x64(True):
         pred, costs = random_instances(0, (2, 3, 5))
@@ -78,6 +79,7 @@ def test_spo_plus_gradient_is_finite_differences():
         assert np.abs(fd).max() >= 2 - 1e-6  # some entry moves at slope 2
 
 
+@pytest.mark.slow
 def test_spo_plus_maximisation_mirrors_minimisation():
     rng = np.random.default_rng(2)
     theta_hat = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
@@ -141,6 +143,7 @@ def test_spo_plus_with_y_true_and_solutions():
     assert not np.allclose(loss(pred, costs, y_true=other), value)
 
 
+@pytest.mark.slow
 def test_spo_plus_jit_forward_mode_and_grid_solver():
     layer = pl.PerturbedShortestPath(
         num_samples=1, sigma=1.0, noise=pl.Normal(), connectivity=4

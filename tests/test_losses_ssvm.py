@@ -33,6 +33,7 @@ def enumerated(feasible, theta, y_true, margin, sign):
 
 
 @pytest.mark.parametrize("margin", [1.0, 0.3])
+@pytest.mark.slow
 def test_ssvm_top_k_scores(margin):
     n, k = 5, 2
     feasible = np.array(
@@ -63,6 +64,7 @@ def test_ssvm_top_k_scores(margin):
 
 
 @pytest.mark.parametrize("margin", [1.0, 0.4])
+@pytest.mark.slow
 def test_ssvm_three_paths_costs(margin):
     rng = np.random.default_rng(1)
     costs = rng.uniform(0.5, 2.0, (12, 5))
@@ -108,6 +110,7 @@ def test_ssvm_argmax_hinge_and_finite_differences():
     np.testing.assert_allclose(grad, fd, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ssvm_batch_jit_nan_and_errors():
     loss = pl.StructuredSVMLoss(path_layer())
     costs = jnp.ones((2, 3, 5))

@@ -199,6 +199,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, capsys):
     guard.open_run(out, resume=False).close()  # free again
 
 
+@pytest.mark.slow
 def test_a_killed_run_does_not_keep_the_lock(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
@@ -323,6 +324,7 @@ def test_checkpoint_errors_name_the_file_and_the_cause(tmp_path):
         files.load_checkpoint(tmp_path / "absent.eqx", model, opt_state, key)
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     run = _fake_run(tmp_path / "run")
     config = ex.load_config(PYEPO, TINY)
@@ -364,6 +366,7 @@ def test_a_run_name_cannot_be_a_path(tmp_path, monkeypatch, capsys, name):
 # ------------------------------------------------- 8. processes that never arrive
 
 
+@pytest.mark.slow
 def test_a_process_waiting_for_others_says_so_and_times_out():
     code = textwrap.dedent("""
         from perturbed_layers.experiments import _parallel as parallel

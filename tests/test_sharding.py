@@ -335,6 +335,7 @@ def test_cluster_detection(environ, found):
     assert cluster_detected(environ) == found
 
 
+@pytest.mark.slow
 def test_failed_initialize_names_the_keys(tmp_path):
     result = _run(_cli(tmp_path / "run", "distributed.initialize=true"))
     assert result.returncode == 2, result.stderr[-3000:]

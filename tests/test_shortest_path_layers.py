@@ -15,6 +15,7 @@ def terrain(key, shape):
 
 
 @pytest.mark.parametrize("perturbation", ["additive", "multiplicative"])
+@pytest.mark.slow
 def test_fenchel_young_gradient_identity(perturbation):
     layer = pl.PerturbedShortestPath(
         num_samples=8, sigma=0.1, noise=pl.Normal(), perturbation=perturbation
@@ -36,6 +37,7 @@ def test_fenchel_young_gradient_identity(perturbation):
     np.testing.assert_allclose(grad, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_sigma_recovers_the_solver_and_ends_are_on_the_path():
     costs = terrain(jax.random.key(3), (4, 12, 12))
     layer = pl.PerturbedShortestPath(

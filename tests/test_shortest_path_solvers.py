@@ -124,6 +124,7 @@ def test_grid_small_cases_and_ties():
     np.testing.assert_array_equal(grid_shortest_path(costs), expected)
 
 
+@pytest.mark.slow
 def test_grid_batch_axes_jit_vmap_agree():
     rng = np.random.default_rng(0)
     costs = jnp.asarray(grid_costs(rng, (3, 4, 9, 11), "terrain"))
@@ -357,6 +358,7 @@ def test_arc_weights_round_trip_and_errors():
         arc_indicator(dense, ((0, 9),))
 
 
+@pytest.mark.slow
 def test_pyepo_dynamic_program_equals_bellman_ford_with_ties():
     # Integer costs in {0, 1, 2} tie often: same paths as the general solver.
     arcs = pyepo_grid_arcs(5)

@@ -31,6 +31,7 @@ def random_scores(rng, shape, kind):
 
 @pytest.mark.parametrize("n, m", [(1, 1), (1, 6), (5, 5), (8, 13), (20, 20), (31, 40)])
 @pytest.mark.parametrize("kind", ["normal", "ties", "wide"])
+@pytest.mark.slow
 def test_matches_scipy(n, m, kind):
     rng = np.random.default_rng(1000 * n + m + hash(kind) % 7)
     scores = random_scores(rng, (12, n, m), kind)
@@ -70,6 +71,7 @@ def test_small_cases_and_ties():
     assert float(jnp.sum(y * scores)) == -16.0
 
 
+@pytest.mark.slow
 def test_batch_axes_jit_vmap_agree():
     rng = np.random.default_rng(5)
     scores = jnp.asarray(rng.normal(size=(2, 3, 6, 9)), jnp.float32)

@@ -44,6 +44,7 @@ def pyepo_instances(rng, count, n, d, capacity):
 @pytest.mark.parametrize(
     "n, d, capacity", [(32, 2, 20.0), (32, 1, 20.0), (48, 3, 30.0)]
 )
+@pytest.mark.slow
 def test_pyepo_instances_float32(n, d, capacity):
     rng = np.random.RandomState(n + d)
     v, w, c = pyepo_instances(rng, 40, n, d, capacity)
@@ -108,6 +109,7 @@ def test_small_cases():
     )
 
 
+@pytest.mark.slow
 def test_broadcasting_batch_jit_vmap_agree():
     rng = np.random.RandomState(3)
     v, w, c = pyepo_instances(rng, 6, 16, 2, 12.0)
@@ -152,6 +154,7 @@ def test_argument_errors():
         knapsack(v, jnp.ones(4), jnp.array(1.0), max_nodes=0)
 
 
+@pytest.mark.slow
 def test_runtime_errors_under_jit():
     solve = jax.jit(knapsack, static_argnames="max_nodes")
     v, w, c = jnp.ones((2, 4)), jnp.ones((1, 4)), jnp.array([2.0])

@@ -102,6 +102,7 @@ def test_assignment_lp_is_integral():
         assert s.ravel() @ x == pytest.approx(s[rows, cols].sum(), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_degenerate_and_small():
     x = linear_program(
         jnp.array([-1.0, -1.0]),
@@ -120,6 +121,7 @@ def test_degenerate_and_small():
     np.testing.assert_allclose(x, [-1.0, 3.0])
 
 
+@pytest.mark.slow
 def test_batch_broadcast_jit_vmap_agree():
     rng = np.random.default_rng(5)
     c = jnp.asarray(-rng.uniform(0, 1, (2, 3, 6)), jnp.float32)
