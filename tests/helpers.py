@@ -97,3 +97,24 @@ def run_example(name: str, tmp_path_factory: Any) -> dict[str, Any]:
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figure.stat().st_size > 20_000
     return result
+
+
+# A 3-path shortest path written out, for the losses' closed-form tests: three s-t
+# paths over five arcs, s→a→t (arcs 0, 1), s→b→t (arcs 2, 3), s→t (arc 4).
+PATHS = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], np.float64)
+
+
+def three_paths(costs):
+    """The cheapest of the three paths, as its arc indicator."""
+    paths = jnp.asarray(PATHS, costs.dtype)
+    return paths[jnp.argmin(paths @ costs)]
+
+
+def path_layer(fn=three_paths, **kwargs):
+    """`fn` (the 3-path solver) as a minimising layer, one sample, σ = 1, Normal."""
+    options = {"num_samples": 1, "sigma": 1.0, "noise": pl.Normal(), **kwargs}
+    return pl.Perturbed(fn, objective="min", **options)
+
+
+def argmax_layer():
+    return pl.PerturbedArgmax(num_samples=1, sigma=1.0, noise=pl.Gumbel())

@@ -6,21 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import PATHS, path_layer
 
 import perturbed_layers as pl
-
-PATHS = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], np.float64)
-
-
-def three_paths(costs):
-    paths = jnp.asarray(PATHS, costs.dtype)
-    return paths[jnp.argmin(paths @ costs)]
-
-
-def path_layer():
-    return pl.Perturbed(
-        three_paths, num_samples=1, sigma=1.0, noise=pl.Normal(), objective="min"
-    )
 
 
 def topk_layer(k=2):

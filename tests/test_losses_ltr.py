@@ -5,23 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import PATHS, argmax_layer, path_layer
 from scipy.special import log_softmax, softmax
 
 import perturbed_layers as pl
-
-# Three s-t paths over five arcs: s→a→t (arcs 0, 1), s→b→t (arcs 2, 3), s→t (arc 4).
-PATHS = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], np.float64)
-
-
-def three_paths(costs):
-    paths = jnp.asarray(PATHS, costs.dtype)
-    return paths[jnp.argmin(paths @ costs)]
-
-
-def path_layer():
-    return pl.Perturbed(
-        three_paths, num_samples=1, sigma=1.0, noise=pl.Normal(), objective="min"
-    )
 
 
 def argmin_layer():
@@ -32,10 +19,6 @@ def argmin_layer():
         noise=pl.Normal(),
         objective="min",
     )
-
-
-def argmax_layer():
-    return pl.PerturbedArgmax(num_samples=1, sigma=1.0, noise=pl.Gumbel())
 
 
 def random_costs(seed, shape):
