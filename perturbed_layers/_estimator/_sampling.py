@@ -238,7 +238,5 @@ def solve_in_blocks(
         sums = kahan_add(sums, jtu.tree_map(lambda y: sample_sum(plan, y), ys))
         return out, sums
 
-    (ys, s), (sums, _) = jax.lax.fori_loop(
-        0, m // size, body, (buffers, (zero, zero))
-    )
+    (ys, s), (sums, _) = jax.lax.fori_loop(0, m // size, body, (buffers, (zero, zero)))
     return ys, s, sums
