@@ -21,9 +21,12 @@ difference between the two sides is the loss (and its solver):
   one `eqx.filter_jit` train step per batch (the batch gathered on the device).
 
 The loss forms follow PyEPO's training examples: SPO+ `spop(cp, c, w, z)`; DBB and
-I-MLE are layers whose output w feeds the regret L1 loss |⟨c, w⟩ − z*| (ours:
-`pl.RegretLoss(pl.BlackboxDifferentiation(...))`, `pl.RegretLoss(pl.IMLE(...))`, the
-same per-instance value); NCE `nce(cp, w)` with the pool seeded by the training set's
+I-MLE are layers whose output w feeds the L1 loss mean |⟨c, w⟩ − z*| with z* the
+optimal objective precomputed by Gurobi (ours: the output of
+`pl.BlackboxDifferentiation(layer, lambd=...)` or `pl.IMLE(layer, ...)` fed to the same
+loss, with the same z*, so that the only difference is the layer; `pl.RegretLoss` around
+them has the same value but not quite the same gradient: where the regret is 0 the
+rounding of ⟨c, w⟩ − z* in float32 decides the sign of the L1 gradient, ±c); NCE `nce(cp, w)` with the pool seeded by the training set's
 true solutions (ours: `pl.NCELoss` and `pl.SolutionPool.from_solutions`); PFYL
 `pfy(cp, w)`.
 
@@ -34,11 +37,15 @@ alternating), the ratio paired per epoch, reported as median [min, max], with th
 load average. Regret: normalised regret on the 1000 test instances, with our exact
 solver (cross-checked by PyEPO's `SPOError` with Gurobi when available).
 
+With `--torch`, also PyEPO's PyTorch front end (`pyepo.func`, the same losses and
+hyperparameters, `torch.optim.Adam`, PyTorch and Gurobi pinned to 1 thread) as a
+third contender, interleaved with the other two.
+
 Target (issue 16): ours ≥ 10× faster per epoch than PyEPO's JAX front end at the same
 regret (± 0.5 points).
 
 Usage: python bench/pyepo_losses.py [--epochs E] [--samples M] [--losses spo,dbb,...]
-       [--out F.md]
+       [--torch] [--out F.md]
 """
 
 from __future__ import annotations
@@ -197,8 +204,8 @@ def ours_loss(name: str, m: int, data):
         loss = pl.SPOPlusLoss(layer)
         return lambda p, c, w, z, k, s: (loss(p, c, y_true=w).mean(), s), None
     if name == "dbb":
-        loss = pl.RegretLoss(pl.BlackboxDifferentiation(layer, lambd=LAMBD))
-        return lambda p, c, w, z, k, s: (loss(p, c, y_true=w).mean(), s), None
+        dbb = pl.BlackboxDifferentiation(layer, lambd=LAMBD)
+        return lambda p, c, w, z, k, s: (_regret_l1(dbb(p), c, z), s), None
     if name == "imle":
         imle = pl.IMLE(
             layer,
@@ -207,8 +214,7 @@ def ours_loss(name: str, m: int, data):
             num_samples=m,
             sigma=SIGMA,
         )
-        loss = pl.RegretLoss(imle)
-        return lambda p, c, w, z, k, s: (loss(p, c, y_true=w, key=k).mean(), s), None
+        return lambda p, c, w, z, k, s: (_regret_l1(imle(p, key=k), c, z), s), None
     if name == "nce":
         loss = pl.NCELoss(layer, solve_ratio=1.0)
         pool = pl.SolutionPool.from_solutions(data["w_train"], capacity=POOL_CAPACITY)
@@ -254,10 +260,87 @@ def pyepo_loss(name: str, m: int, optmodel, dataset):
     raise ValueError(name)
 
 
+class TorchTrainer:
+    """PyEPO's PyTorch front end (`pyepo.func`) for one loss: torch.nn.Linear with the
+    same initial weights, torch.optim.Adam (same lr), the same batches; Gurobi and
+    PyTorch pinned to 1 thread (as bench/pyepo_compare.py does)."""
+
+    def __init__(self, name, m, w0, b0, data, optmodel, dataset):
+        import pyepo
+        import torch
+
+        self.torch = torch
+        self.model = torch.nn.Linear(PC.NUM_FEATURES, w0.shape[0])
+        with torch.no_grad():
+            self.model.weight.copy_(torch.from_numpy(w0))
+            self.model.bias.copy_(torch.from_numpy(b0))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.x = torch.from_numpy(data["x_train"])
+        self.c = torch.from_numpy(data["c_train"])
+        self.w = torch.from_numpy(np.asarray(data["w_train"]))
+        self.z = torch.from_numpy(np.asarray(data["z_train"]))
+        f = pyepo.func
+
+        def regret_l1(wp, c, z):
+            return ((wp * c).sum(1, keepdim=True) - z).abs().mean()
+
+        if name == "spo":
+            spop = f.SPOPlus(optmodel, processes=1)
+            self.loss = lambda cp, c, w, z: spop(cp, c, w, z)
+        elif name == "dbb":
+            dbb = f.blackboxOpt(optmodel, lambd=LAMBD, processes=1)
+            self.loss = lambda cp, c, w, z: regret_l1(dbb(cp), c, z)
+        elif name == "imle":
+            from pyepo.func.utils import sumGammaDistribution
+
+            imle = f.implicitMLE(
+                optmodel,
+                n_samples=m,
+                sigma=SIGMA,
+                lambd=LAMBD,
+                distribution=sumGammaDistribution(KAPPA, N_ITER),
+                processes=1,
+            )
+            self.loss = lambda cp, c, w, z: regret_l1(imle(cp), c, z)
+        elif name == "nce":
+            nce = f.NCE(optmodel, processes=1, solve_ratio=1.0, dataset=dataset)
+            self.loss = lambda cp, c, w, z: nce(cp, w)
+        elif name == "pfyl":
+            pfy = f.perturbedFenchelYoung(
+                optmodel, n_samples=m, sigma=SIGMA, processes=1
+            )
+            self.loss = lambda cp, c, w, z: pfy(cp, w)
+        else:
+            raise ValueError(name)
+
+    def compile(self, batches) -> float:
+        return 0.0
+
+    def epoch(self, batches) -> float:
+        torch = self.torch
+        self.model.train()
+        t0 = time.perf_counter()
+        for idx in batches:
+            t = torch.from_numpy(idx)
+            loss = self.loss(self.model(self.x[t]), self.c[t], self.w[t], self.z[t])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - t0
+
+    def predict(self, x) -> np.ndarray:
+        torch = self.torch
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).numpy()
+
+
 # ------------------------------------------------------------------------ main
 
 
-def run(epochs: int, m: int, losses, seed: int = 42, log=_log) -> dict[str, Any]:
+def run(
+    epochs: int, m: int, losses, seed: int = 42, use_torch: bool = False, log=_log
+) -> dict[str, Any]:
     data = PC.load_data()
     ok, reason = PC.pyepo_available()
     if not ok:
@@ -268,6 +351,10 @@ def run(epochs: int, m: int, losses, seed: int = 42, log=_log) -> dict[str, Any]
     optmodel = shortestPathModel(grid=(GRID, GRID))
     optmodel._model.Params.Threads = 1
     dataset = optDataset(optmodel, data["x_train"], data["c_train"])
+    if use_torch:
+        import torch
+
+        torch.set_num_threads(1)
     data["w_train"] = jnp.asarray(np.asarray(dataset.sols, np.float32))
     data["z_train"] = jnp.asarray(np.asarray(dataset.objs, np.float32).reshape(-1, 1))
     # Our exact solver agrees with Gurobi on the training labels.
@@ -288,27 +375,32 @@ def run(epochs: int, m: int, losses, seed: int = 42, log=_log) -> dict[str, Any]
                 "pyepo_jax": Trainer(p_fn, w0, b0, data, seed, jit=p_jit),
                 "ours": Trainer(o_fn, w0, b0, data, seed, state=o_state),
             }
+            if use_torch:
+                pair["pyepo_torch"] = TorchTrainer(
+                    name, m, w0, b0, data, optmodel, dataset
+                )
             compile_s[name] = {k: t.compile(shapes) for k, t in pair.items()}
             trainers[name] = pair
             log(f"{NAMES[name]}: compiled {compile_s[name]}")
         except Exception as e:  # record and go on with the other losses
             errors[name] = f"{type(e).__name__}: {e}"
             log(f"{NAMES[name]} failed: {errors[name]}")
-    times = {n: {"pyepo_jax": [], "ours": []} for n in trainers}
+    times = {n: {side: [] for side in pair} for n, pair in trainers.items()}
     loads = [C.load_avg()]
     rng = np.random.default_rng(seed)
     t_start = time.perf_counter()
     for e in range(epochs):
         batches = PC.epoch_batches(rng, n_train)
         for name, pair in trainers.items():
-            order = ["pyepo_jax", "ours"] if e % 2 == 0 else ["ours", "pyepo_jax"]
-            for side in order:
+            sides = list(pair)
+            shift = e % len(sides)
+            for side in sides[shift:] + sides[:shift]:
                 times[name][side].append(pair[side].epoch(batches))
         loads.append(C.load_avg())
         log(
             f"epoch {e + 1}/{epochs}: "
             + "; ".join(
-                f"{NAMES[n]} {t['pyepo_jax'][-1]:.2f}/{t['ours'][-1]:.3f} s"
+                f"{NAMES[n]} " + "/".join(f"{t[side][-1]:.3f}" for side in t) + " s"
                 for n, t in times.items()
             )
             + f" (load {loads[-1]})"
@@ -336,6 +428,10 @@ def run(epochs: int, m: int, losses, seed: int = 42, log=_log) -> dict[str, Any]
         ratio = C.paired_ratio(times[name]["pyepo_jax"], times[name]["ours"])
         diff = 100 * (entry["ours"]["regret"] - entry["pyepo_jax"]["regret"])
         entry["ratio"] = ratio
+        if "pyepo_torch" in pair:
+            entry["ratio_torch"] = C.paired_ratio(
+                times[name]["pyepo_torch"], times[name]["ours"]
+            )
         entry["regret_diff_points"] = diff
         entry["met"] = bool(
             ratio["median"] >= SPEEDUP_TARGET and abs(diff) <= REGRET_TOLERANCE_POINTS
@@ -364,7 +460,7 @@ def imle_noise_seconds(m: int, batches) -> dict[str, Any]:
     return C.summarize(samples)
 
 
-def settings_text(m: int, epochs: int) -> str:
+def settings_text(m: int, epochs: int, use_torch: bool = False) -> str:
     return (
         f"PyEPO 5×5 shortest path (genData(2000, 5, (5, 5), deg={PC.DEG}, "
         f"noise_width={PC.NOISE_WIDTH}, seed={PC.DATA_SEED}), 1000 train / 1000 test), "
@@ -377,6 +473,12 @@ def settings_text(m: int, epochs: int) -> str:
         "PyEPO-JAX: Gurobi via jax.pure_callback, 1 thread, jitted step (NCE "
         "eager: PyEPO refuses its pool under jax.jit). Ours: pl.solvers."
         "pyepo_shortest_path, one eqx.filter_jit step per batch."
+        + (
+            " PyEPO-torch: pyepo.func, same losses and hyperparameters, "
+            "torch.optim.Adam, PyTorch and Gurobi on 1 thread."
+            if use_torch
+            else ""
+        )
     )
 
 
@@ -392,9 +494,20 @@ def render(res: dict[str, Any]) -> str:
         "compile ours / PyEPO-JAX",
         "met (≥ 10×, ± 0.5 pt)",
     ]
+    torch_cols = any("pyepo_torch" in e for e in res["by_loss"].values())
+    if torch_cols:
+        head += ["PyEPO-torch s/epoch", "PyEPO-torch / ours", "PyEPO-torch regret"]
     rows = []
     for name, e in res["by_loss"].items():
         o, p, r = e["ours"], e["pyepo_jax"], e["ratio"]
+        extra = []
+        if torch_cols:
+            t, rt = e["pyepo_torch"], e["ratio_torch"]
+            extra = [
+                C.fmt_summary(t["epoch_s"]),
+                f"{rt['median']:.1f}× [{rt['min']:.1f}, {rt['max']:.1f}]",
+                f"{100 * t['regret']:.2f}%",
+            ]
         rows.append(
             [
                 NAMES[name],
@@ -406,6 +519,7 @@ def render(res: dict[str, Any]) -> str:
                 f"{e['regret_diff_points']:+.2f}",
                 f"{o['compile_s']:.1f} s / {p['compile_s']:.1f} s",
                 "yes" if e["met"] else "no",
+                *extra,
             ]
         )
     for name, err in res["errors"].items():
@@ -419,6 +533,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=SAMPLES, help="PFYL / I-MLE M")
     p.add_argument("--losses", default=",".join(LOSSES))
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--torch", action="store_true", help="also PyEPO's PyTorch front end"
+    )
     p.add_argument("--out", type=Path, default=None, help="Markdown output path")
     args = p.parse_args()
     losses = [s for s in args.losses.split(",") if s]
@@ -426,7 +543,7 @@ def main() -> None:
         if s not in LOSSES:
             p.error(f"unknown loss {s!r}; choose from {','.join(LOSSES)}")
     t0 = time.perf_counter()
-    res = run(args.epochs, args.samples, losses, seed=args.seed)
+    res = run(args.epochs, args.samples, losses, seed=args.seed, use_torch=args.torch)
     env = C.env_info()
     versions = PC.versions()
     loads = res["loads"]
@@ -434,7 +551,8 @@ def main() -> None:
         (
             100 * abs(side["regret"] - side["regret_gurobi"])
             for e in res["by_loss"].values()
-            for side in (e["ours"], e["pyepo_jax"])
+            for k, side in e.items()
+            if k in ("ours", "pyepo_jax", "pyepo_torch")
         ),
         default=0.0,
     )
@@ -458,7 +576,7 @@ def main() -> None:
         + " ".join(sys.argv[1:])
         + f"` in {time.perf_counter() - t0:.0f} s.",
         "",
-        settings_text(args.samples, args.epochs),
+        settings_text(args.samples, args.epochs, args.torch),
         "",
         "Seconds per epoch: median [min, max] over the epochs, interleaved; the "
         "ratio is the median of the per-epoch ratios. Regret: normalised regret on "
