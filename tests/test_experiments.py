@@ -51,13 +51,24 @@ def _error(overrides, path=PYEPO) -> str:
         (["mesh.samples=auto"], "mesh.samples", "valid integer"),
         (["distributed.process_id=-1"], "distributed.process_id", "greater than or"),
         (["distributed.initialize=maybe"], "distributed.initialize", "'auto'"),
+        # The solution-pool losses' options.
+        (["loss.name=nce", "loss.solve_ratio=1.5"], "loss.solve_ratio", "less than or"),
+        (["loss.name=cmap", "loss.pool_capacity=0"], "loss.pool_capacity", "than 0"),
+        (["loss.name=cmap", "loss.when_full=lru"], "loss.when_full", "'fifo'"),
+        (["loss.name=ltr_pointwise", "loss.margin=1"], "loss.margin", "unknown key"),
+        (["loss.name=ltr_pairwise", "loss.margin=-1"], "loss.margin", "than or"),
+        (
+            ["loss.name=ltr_listwise", "loss.temperature=0"],
+            "loss.temperature",
+            "than 0",
+        ),
     ],
 )
 def test_config_errors_name_the_key_and_the_file(overrides, key, words):
     message = _error(overrides)
     assert f"{PYEPO}: {key}: " in message
     assert words in message
-    assert repr(overrides[0]) in message  # which override set it
+    assert repr(overrides[-1]) in message  # which override set it
 
 
 @pytest.mark.parametrize(
@@ -193,3 +204,19 @@ def test_label_ranking_data():
     assert x.shape == (50, 4) and y.shape == scores.shape == (50, 6)
     # Without noise the observed ranks are the ranks of the latent scores.
     np.testing.assert_array_equal(y, np.argsort(np.argsort(scores, axis=-1), axis=-1))
+
+
+def test_a_pool_loss_builds_with_its_pool_seeded_from_the_training_solutions():
+    small = ["data.num_data=300", "data.test_size=100"]
+    options = ["loss.name=ltr_pairwise", "loss.margin=0.5", "loss.pool_capacity=64"]
+    exp = ex.build(ex.load_config(PYEPO, [*small, *options]))
+    assert isinstance(exp.loss, ex.AbstractPoolLoss) and exp.pool is not None
+    assert exp.loss.loss.margin == 0.5  # pyright: ignore[reportAttributeAccessIssue]
+    train_y = np.asarray(exp.dataset.train.y)
+    distinct = np.unique(train_y, axis=0)
+    assert exp.pool.capacity == 64 and exp.pool.event_shape == train_y.shape[1:]
+    assert int(exp.pool.size) == min(len(distinct), 64)
+    stored = np.asarray(exp.pool.solutions)[: int(exp.pool.size)]
+    assert {tuple(row) for row in stored} <= {tuple(row) for row in distinct}
+    # Every other loss carries no pool.
+    assert ex.build(ex.load_config(PYEPO, small)).pool is None

@@ -173,7 +173,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     assert summary["status"] == "diverged" and summary["checkpoint_epoch"] == 0
     # The checkpoint kept is the untrained model's, to the bit.
     exp = ex.build(ex.load_config(CONFIGS / "pyepo_shortest_path.yaml", overrides))
-    model, _, epoch, _ = files.load_checkpoint(
+    model, _, epoch, *_ = files.load_checkpoint(
         out / "checkpoint.eqx", exp.model, exp.opt_state, exp.key
     )
     assert epoch == 0

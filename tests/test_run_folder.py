@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import pytest
 
+import perturbed_layers as pl
 from perturbed_layers import experiments as ex
 from perturbed_layers.experiments import _run_folder as files, _run_guard as guard
 
@@ -301,7 +302,7 @@ def test_checkpoint_errors_name_the_file_and_the_cause(tmp_path):
     model, opt_state, key = _small_state()
     path = tmp_path / "checkpoint.eqx"
     files.save_checkpoint(path, model, opt_state, 3, key)
-    loaded, _, epoch, _ = files.load_checkpoint(path, model, opt_state, key)
+    loaded, _, epoch, *_ = files.load_checkpoint(path, model, opt_state, key)
     assert epoch == 3
     np.testing.assert_array_equal(loaded.weight, model.weight)
     whole = path.read_bytes()
@@ -322,6 +323,34 @@ def test_checkpoint_errors_name_the_file_and_the_cause(tmp_path):
         files.load_checkpoint(path, other, other_state, key)
     with pytest.raises(files.RunFileError, match="no checkpoint"):
         files.load_checkpoint(tmp_path / "absent.eqx", model, opt_state, key)
+
+
+def test_checkpoint_holds_the_solution_pool(tmp_path):
+    model, opt_state, key = _small_state()
+    paths = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]], np.float32)
+    pool = pl.SolutionPool.from_solutions(paths, capacity=5, when_full="keep")
+    path = tmp_path / "checkpoint.eqx"
+    files.save_checkpoint(path, model, opt_state, 2, key, pool)
+    # The template is an empty pool of the config's capacity, shape and dtype.
+    template = pl.SolutionPool.empty(5, (4,), np.float32, when_full="keep")
+    *_, epoch, _, loaded = files.load_checkpoint(path, model, opt_state, key, template)
+    assert epoch == 2 and int(loaded.size) == 3 and loaded.when_full == "keep"
+    np.testing.assert_array_equal(loaded.solutions, pool.solutions)
+    # A pool of another capacity, or none, does not fit: the message says which.
+    other = pl.SolutionPool.empty(6, (4,), np.float32)
+    with pytest.raises(
+        files.RunFileError, match=r"solution pool .* need float32 \(6, 4\)"
+    ):
+        files.load_checkpoint(path, model, opt_state, key, other)
+    with pytest.raises(files.RunFileError, match="changed model, optimizer or loss"):
+        files.load_checkpoint(path, model, opt_state, key)
+    # Without a pool, a checkpoint is the same file as before pools existed.
+    files.save_checkpoint(path, model, opt_state, 2, key)
+    old = tmp_path / "old.eqx"
+    eqx.tree_serialise_leaves(
+        old, (model, opt_state, np.asarray(2, np.int64), jax.random.key_data(key))
+    )
+    assert path.read_bytes() == old.read_bytes()
 
 
 @pytest.mark.slow

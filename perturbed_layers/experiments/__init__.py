@@ -67,6 +67,7 @@ from ._run_guard import (
 )
 from ._tasks import (
     AbstractLoss as AbstractLoss,
+    AbstractPoolLoss as AbstractPoolLoss,
     AbstractTask as AbstractTask,
     Batch as Batch,
     Dataset as Dataset,

@@ -12,24 +12,27 @@ import perturbed_layers as pl
 
 from ._config import Config, ConfigError
 from ._parallel import SAMPLES
-from ._tasks import AbstractLoss, Dataset
+from ._tasks import AbstractPoolLoss, Dataset, Loss
 
 
 @dataclasses.dataclass
 class Experiment:
-    """Everything a config builds: data, model, layer, loss, optimiser, key.
+    """Everything a config builds: data, model, layer, loss, optimiser, key, pool.
 
     `key` is the training key (noise and nothing else); the model was initialised
-    from its sibling, both split from `training.seed`.
+    from its sibling, both split from `training.seed`. `pool` is the solution pool
+    before the first step (seeded with the training set's target solutions) for a
+    loss over a pool (`AbstractPoolLoss`), `None` for every other loss.
     """
 
     dataset: Dataset
     model: Any
     layer: pl.AbstractPerturbed
-    loss: AbstractLoss
+    loss: Loss
     optimizer: optax.GradientTransformation
     opt_state: Any
     key: PRNGKeyArray
+    pool: pl.SolutionPool | None = None
 
 
 def build(config: Config, source: str = "<config>") -> Experiment:
@@ -64,4 +67,7 @@ def build(config: Config, source: str = "<config>") -> Experiment:
     optimizer = config.optimizer.build(steps)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     loss = config.loss.build(layer)
-    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key)
+    pool = (
+        loss.initial_pool(dataset.train) if isinstance(loss, AbstractPoolLoss) else None
+    )
+    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key, pool)

@@ -13,6 +13,8 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
     `perturbed_layers` (SPO+, the perturbed regret, the regret through blackbox
     differentiation, the negative identity or I-MLE, the structured SVM) on the
     layer's solver; each needs only the task's true costs (and y, which is w*(c)).
+- `nce`, `cmap`, `ltr_pointwise`, `ltr_pairwise`, `ltr_listwise`: the losses over a
+    solution pool carried in the training state (`_pool_losses.py`).
 """
 
 import functools
@@ -35,6 +37,13 @@ from ._options import (
     PositiveFloat,
     PositiveInt,
     describe,
+)
+from ._pool_losses import (
+    CMAPOptions,
+    ListwiseLTROptions,
+    NCEOptions,
+    PairwiseLTROptions,
+    PointwiseLTROptions,
 )
 from ._pyepo import PyEPOTask
 from ._tasks import AbstractLoss, AbstractTask
@@ -336,6 +345,11 @@ LOSSES: dict[str, type[LossOptions]] = {
     "nid": NegativeIdentityOptions,
     "imle": IMLEOptions,
     "ssvm": StructuredSVMOptions,
+    "nce": NCEOptions,
+    "cmap": CMAPOptions,
+    "ltr_pointwise": PointwiseLTROptions,
+    "ltr_pairwise": PairwiseLTROptions,
+    "ltr_listwise": ListwiseLTROptions,
 }
 
 

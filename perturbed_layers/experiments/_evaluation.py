@@ -144,8 +144,8 @@ def evaluate(
     run = pathlib.Path(run)
     config = load_config(run / files.CONFIG)
     exp = build(config, str(run / files.CONFIG))
-    model, _, epoch, _ = files.load_checkpoint(
-        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key
+    model, _, epoch, *_ = files.load_checkpoint(
+        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key, exp.pool
     )
     chunk = config.training.eval_batch_size
     result = {

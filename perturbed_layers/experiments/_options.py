@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 import perturbed_layers as pl
 
-from ._tasks import AbstractLoss, AbstractTask, Dataset
+from ._tasks import AbstractTask, Dataset, Loss
 
 
 # The config loader reads YAML 1.2 floats (`1e-2`, `1.5e3`) as numbers, but a value
@@ -91,12 +91,12 @@ class LayerOptions(Options):
 
 
 class LossOptions(Options):
-    """A training loss built on the layer."""
+    """A training loss built on the layer (with or without a solution pool)."""
 
     kind: ClassVar[str] = "loss"
 
     @abc.abstractmethod
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss: ...
+    def build(self, layer: pl.AbstractPerturbed) -> Loss: ...
 
 
 class OptimizerOptions(Options):

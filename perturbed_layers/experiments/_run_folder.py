@@ -7,6 +7,7 @@ runs/<name>-<timestamp>/
   config.yaml      the resolved config (every option)
   metrics.jsonl    one JSON object per epoch (epoch 0: the untrained model)
   checkpoint.eqx   the last checkpoint: model, optimiser state, epoch, PRNG key
+                   (and the solution pool, for a loss over a pool)
   curves.png       training loss and test metrics per epoch
   examples.png     a few test instances, true and predicted solutions
   summary.json     the final test metrics (and the trivial predictor's)
@@ -57,11 +58,24 @@ def write_text(path: pathlib.Path, text: str) -> None:
     _replace_atomically(path, lambda file: file.write(text.encode()))
 
 
+def _tree(model: Any, opt_state: Any, epoch: int, key: PRNGKeyArray, pool: Any):
+    # The pool comes last, and `None` adds no array: a checkpoint of a run without a
+    # pool is the same file as before pools existed.
+    epoch_array = np.asarray(epoch, np.int64)
+    return (model, opt_state, epoch_array, jax.random.key_data(key), pool)
+
+
 def save_checkpoint(
-    path: pathlib.Path, model: Any, opt_state: Any, epoch: int, key: PRNGKeyArray
+    path: pathlib.Path,
+    model: Any,
+    opt_state: Any,
+    epoch: int,
+    key: PRNGKeyArray,
+    pool: Any = None,
 ) -> None:
-    """Write `(model, opt_state, epoch, key)` to `path`, atomically."""
-    tree = (model, opt_state, np.asarray(epoch, np.int64), jax.random.key_data(key))
+    """Write `(model, opt_state, epoch, key, pool)` to `path`, atomically; `pool` is
+    the training state's `pl.SolutionPool`, or `None` for a loss without one."""
+    tree = _tree(model, opt_state, epoch, key, pool)
     _replace_atomically(path, lambda file: eqx.tree_serialise_leaves(file, tree))
 
 
@@ -107,16 +121,23 @@ def _npy_records(path: pathlib.Path) -> list[tuple[tuple[int, ...], np.dtype]]:
 
 
 def load_checkpoint(
-    path: pathlib.Path, model: Any, opt_state: Any, key: PRNGKeyArray
-) -> tuple[Any, Any, int, PRNGKeyArray]:
-    """Read a checkpoint into the structure of `(model, opt_state, key)`.
+    path: pathlib.Path,
+    model: Any,
+    opt_state: Any,
+    key: PRNGKeyArray,
+    pool: Any = None,
+) -> tuple[Any, Any, int, PRNGKeyArray, Any]:
+    """Read a checkpoint into the structure of `(model, opt_state, key, pool)`; the
+    `pool` given (a `pl.SolutionPool` of the config's capacity, instance shape and
+    dtype, or `None`) is only a template, as the model is.
 
-    **Returns:** the saved model, optimiser state, epoch and key.
+    **Returns:** the saved model, optimiser state, epoch, key and pool.
 
     **Raises:** `RunFileError` naming the file: missing, unreadable, truncated or
     corrupt, or holding arrays that do not fit this structure (which says which).
     """
-    like = (model, opt_state, np.asarray(0, np.int64), jax.random.key_data(key))
+    like = _tree(model, opt_state, 0, key, pool)
+    what = "model, optimiser" + (" and solution pool" if pool is not None else "")
     try:
         found = _npy_records(path)
     except FileNotFoundError:
@@ -130,8 +151,8 @@ def load_checkpoint(
     ]
     if len(found) != len(expected):
         raise RunFileError(
-            f"{path} holds {len(found)} arrays; the model and optimiser this config "
-            f"builds have {len(expected)} (changed model or optimizer options?)"
+            f"{path} holds {len(found)} arrays; the {what} this config builds have "
+            f"{len(expected)} (changed model, optimizer or loss options?)"
         )
     for index, ((shape, dtype), (want, want_dtype)) in enumerate(
         zip(found, expected, strict=True)
@@ -139,14 +160,16 @@ def load_checkpoint(
         if shape != want or (want_dtype is not None and dtype != want_dtype):
             raise RunFileError(
                 f"{path}: array {index + 1} of {len(found)} is {dtype} {shape}; the "
-                f"model and optimiser this config builds need {want_dtype} {want} "
-                "(changed model or optimizer options?)"
+                f"{what} this config builds need {want_dtype} {want} "
+                "(changed model, optimizer or loss options?)"
             )
     try:
-        model, opt_state, epoch, key_data = eqx.tree_deserialise_leaves(path, like)
+        model, opt_state, epoch, key_data, pool = eqx.tree_deserialise_leaves(
+            path, like
+        )
     except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise RunFileError(f"{path}: cannot read the checkpoint: {error}") from None
-    return model, opt_state, int(epoch), jax.random.wrap_key_data(key_data)
+    return model, opt_state, int(epoch), jax.random.wrap_key_data(key_data), pool
 
 
 def read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]], str | None]:

@@ -1,4 +1,5 @@
-"""What a dataset hands to the training loop: arrays on the device and a task.
+"""What a dataset hands to the training loop: arrays on the device, a task, and the
+two kinds of training loss (with and without a solution pool).
 
 A *task* knows the structure being predicted: which perturbed layers fit it, how to
 score a prediction (per-instance metrics, computed under `jit`, then summarised on the
@@ -6,11 +7,13 @@ host), what the trivial predictor is, and how to draw a few test instances.
 """
 
 import abc
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+import perturbed_layers as pl
 
 
 class Batch(NamedTuple):
@@ -75,3 +78,31 @@ class AbstractLoss(eqx.Module):
         self, theta: Float[Array, "B ..."], batch: Batch, *, key: PRNGKeyArray
     ) -> Float[Array, " B"]:
         """The loss of each instance of the batch."""
+
+
+class AbstractPoolLoss(eqx.Module):
+    """A training loss over a `pl.SolutionPool` that the training state carries (NCE,
+    CMAP, learning to rank): each step refreshes the pool and returns the new one.
+
+    The pool is state, not a field: the loss is a static part of the compiled step,
+    while the pool changes every step, is saved in checkpoints and restored on
+    resume. Losses without a pool (`AbstractLoss`) run with `None` in its place.
+    """
+
+    @abc.abstractmethod
+    def value_and_pool(
+        self,
+        theta: Float[Array, "B ..."],
+        batch: Batch,
+        pool: pl.SolutionPool,
+        *,
+        key: PRNGKeyArray,
+    ) -> tuple[Float[Array, " B"], pl.SolutionPool]:
+        """The loss of each instance on the refreshed pool, and that pool."""
+
+    @abc.abstractmethod
+    def initial_pool(self, train: Batch) -> pl.SolutionPool:
+        """The pool before the first step, from the training set."""
+
+
+Loss: TypeAlias = AbstractLoss | AbstractPoolLoss

@@ -9,6 +9,12 @@ of steps to run. Fewer, longer calls save the per-call dispatch, which dominates
 small models (but XLA:CPU runs convolutions several times slower inside the loop);
 every step's loss still reaches the progress bar and the divergence check.
 
+**Training state.** Parameters, optimiser state and, for a loss over a solution pool
+(NCE, CMAP, learning to rank), the `pl.SolutionPool`: a fixed-capacity array seeded
+with the training set's target solutions before epoch 0, refreshed inside the compiled
+step, carried by the `fori_loop`, and saved in every checkpoint. Other losses carry
+`None` in its place.
+
 **Reproducible order.** Epoch e shuffles with `np.random.default_rng((seed, e))` and
 draws its noise from `fold_in(key, e)`, step s of it from `fold_in(·, s)`: the data
 order and the noise are functions of (seed, epoch, step), so a run resumed from its
@@ -21,7 +27,8 @@ written: the last good checkpoint stays in place.
 
 **Devices.** The step runs on the `data × samples` mesh of the config's `mesh:` group
 (by default every device splits the batch), over one process or several
-(`distributed:`); see `_parallel.py`. Process 0 alone logs and writes the run folder.
+(`distributed:`); see `_parallel.py`. The pool is replicated, as the parameters
+are. Process 0 alone logs and writes the run folder.
 Checkpoints hold plain arrays, so a run resumes on any number of devices.
 """
 
@@ -41,6 +48,8 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+import perturbed_layers as pl
+
 from . import _parallel as parallel, _run_folder as files, _run_guard as guard
 from ._build import build
 from ._config import Config, ConfigError, dump_config, read_yaml
@@ -50,7 +59,7 @@ from ._evaluation import (
     trivial_metrics,
 )
 from ._finish import TrainingDiverged as TrainingDiverged, diverged, finish, first_line
-from ._tasks import AbstractLoss, Batch
+from ._tasks import AbstractPoolLoss, Batch, Loss
 from ._yaml import short
 
 
@@ -58,55 +67,66 @@ from ._yaml import short
 def train_step(
     model: Any,
     opt_state: Any,
-    loss: AbstractLoss,
+    pool: pl.SolutionPool | None,
+    loss: Loss,
     optimizer: optax.GradientTransformation,
     batches: Batch,
     step: ArrayLike,
     key: PRNGKeyArray,
-) -> tuple[Any, Any, Array]:
+) -> tuple[Any, Any, pl.SolutionPool | None, Array]:
     """One step on the batch `batches[step]` (of an epoch's `(steps, batch, ...)`
-    batches): mean loss, gradient, update. The noise key is `fold_in(key, step)`."""
+    batches): mean loss, gradient, update. The noise key is `fold_in(key, step)`.
+
+    `pool` is the solution pool of a loss over one (`AbstractPoolLoss`), which
+    refreshes it and returns the new one; `None` for any other loss."""
     batch = jax.tree.map(lambda a: a[step], batches)
     key = jax.random.fold_in(key, step)
 
     def mean_loss(model):
-        return jnp.mean(loss(jax.vmap(model)(batch.x), batch, key=key))
+        theta = jax.vmap(model)(batch.x)
+        if isinstance(loss, AbstractPoolLoss):
+            assert pool is not None
+            values, new_pool = loss.value_and_pool(theta, batch, pool, key=key)
+            return jnp.mean(values), new_pool
+        return jnp.mean(loss(theta, batch, key=key)), None
 
-    value, grads = eqx.filter_value_and_grad(mean_loss)(model)
+    grad = eqx.filter_value_and_grad(mean_loss, has_aux=True)
+    (value, pool), grads = grad(model)
     params = eqx.filter(model, eqx.is_inexact_array)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return eqx.apply_updates(model, updates), opt_state, value
+    return eqx.apply_updates(model, updates), opt_state, pool, value
 
 
 @eqx.filter_jit
 def train_steps(
     model: Any,
     opt_state: Any,
-    loss: AbstractLoss,
+    pool: pl.SolutionPool | None,
+    loss: Loss,
     optimizer: optax.GradientTransformation,
     batches: Batch,
     start: ArrayLike,
     stop: ArrayLike,
     key: PRNGKeyArray,
     losses: Float[ArrayLike, " steps"],
-) -> tuple[Any, Any, Float[Array, " steps"]]:
+) -> tuple[Any, Any, pl.SolutionPool | None, Float[Array, " steps"]]:
     """Steps `start, …, stop − 1` of an epoch in one call (a `fori_loop` of
-    `train_step`; `start` and `stop` are traced, so one compilation serves every
-    call). `losses[step]` receives each step's loss."""
+    `train_step`, the pool in its carry; `start` and `stop` are traced, so one
+    compilation serves every call). `losses[step]` receives each step's loss."""
     arrays, static = eqx.partition(model, eqx.is_array)
 
     def body(step, carry):
-        arrays, opt_state, losses = carry
+        arrays, opt_state, pool, losses = carry
         model = eqx.combine(arrays, static)
-        model, opt_state, value = train_step(
-            model, opt_state, loss, optimizer, batches, step, key
+        model, opt_state, pool, value = train_step(
+            model, opt_state, pool, loss, optimizer, batches, step, key
         )
         arrays = eqx.filter(model, eqx.is_array)
-        return arrays, opt_state, losses.at[step].set(value)
+        return arrays, opt_state, pool, losses.at[step].set(value)
 
-    carry = (arrays, opt_state, jnp.asarray(losses))
-    arrays, opt_state, filled = jax.lax.fori_loop(start, stop, body, carry)
-    return eqx.combine(arrays, static), opt_state, filled
+    carry = (arrays, opt_state, pool, jnp.asarray(losses))
+    arrays, opt_state, pool, filled = jax.lax.fori_loop(start, stop, body, carry)
+    return eqx.combine(arrays, static), opt_state, pool, filled
 
 
 @eqx.filter_jit
@@ -211,12 +231,12 @@ def _train(
     log(f"run folder: {out}")
     log(f"data: {data.description} ({time.perf_counter() - start:.1f} s)")
     log(f"devices: {_describe(mesh)}")
-    model, opt_state, key = exp.model, exp.opt_state, exp.key
+    model, opt_state, key, pool = exp.model, exp.opt_state, exp.key, exp.pool
     history: list[dict[str, Any]] = []
     first_epoch = 1
     if resume and checkpoint.exists():
-        model, opt_state, epoch, key = files.load_checkpoint(
-            checkpoint, model, opt_state, key
+        model, opt_state, epoch, key, pool = files.load_checkpoint(
+            checkpoint, model, opt_state, key, pool
         )
         if epoch > training.epochs:
             raise guard.RunFolderError(
@@ -245,11 +265,13 @@ def _train(
         files.write_text(out / files.CONFIG, dump_config(config))
     saved = first_epoch - 1  # the epoch of the checkpoint on disk
 
-    def save(model: Any, opt_state: Any, epoch: int) -> None:
+    def save(model: Any, opt_state: Any, pool: Any, epoch: int) -> None:
         if main:
-            host_model, host_opt_state = parallel.to_host((model, opt_state))
+            host_model, host_opt_state, host_pool = parallel.to_host(
+                (model, opt_state, pool)
+            )
             files.save_checkpoint(
-                checkpoint, host_model, host_opt_state, epoch, exp.key
+                checkpoint, host_model, host_opt_state, epoch, exp.key, host_pool
             )
 
     def evaluate(model: Any) -> dict[str, float]:
@@ -266,14 +288,16 @@ def _train(
         record = {"epoch": 0, **evaluate(model)}
         if main:
             files.append_metrics(out / files.METRICS, record)
-        save(model, opt_state, 0)
+        save(model, opt_state, pool, 0)
         history.append(record)
         log(f"epoch 0/{training.epochs}  {format_metrics(record, task.headline)}")
 
-    # Parameters, optimiser state and key on every device of the mesh; the training
-    # set on the host, from which each epoch's batches are placed (each process its
-    # own rows).
-    model, opt_state, key = parallel.replicate((model, opt_state, key), mesh)
+    # Parameters, optimiser state, key and pool on every device of the mesh; the
+    # training set on the host, from which each epoch's batches are placed (each
+    # process its own rows).
+    model, opt_state, key, pool = parallel.replicate(
+        (model, opt_state, key, pool), mesh
+    )
     train_rows = parallel.to_host(data.train)
     n_train = int(data.train.x.shape[0])
     num_batches = n_train // training.batch_size
@@ -300,15 +324,16 @@ def _train(
                 for begin in calls:
                     end = min(begin + training.steps_per_call, num_batches)
                     if training.steps_per_call == 1:  # no loop around the step
-                        model, opt_state, value = train_step(
-                            model, opt_state, exp.loss, exp.optimizer, batches,
-                            np.int32(begin), epoch_key,
+                        model, opt_state, pool, value = train_step(
+                            model, opt_state, pool, exp.loss, exp.optimizer,
+                            batches, np.int32(begin), epoch_key,
                         )  # fmt: skip
                         losses = _set(losses, np.int32(begin), value)
                     else:
-                        model, opt_state, losses = train_steps(
-                            model, opt_state, exp.loss, exp.optimizer, batches,
-                            np.int32(begin), np.int32(end), epoch_key, losses,
+                        model, opt_state, pool, losses = train_steps(
+                            model, opt_state, pool, exp.loss, exp.optimizer,
+                            batches, np.int32(begin), np.int32(end), epoch_key,
+                            losses,
                         )  # fmt: skip
                     bar.update(end - begin)
                     if progress and time.perf_counter() - shown > 0.5:
@@ -345,7 +370,7 @@ def _train(
         if main:
             files.append_metrics(out / files.METRICS, record)
         if epoch % training.checkpoint_every == 0 or epoch == training.epochs:
-            save(model, opt_state, epoch)
+            save(model, opt_state, pool, epoch)
             saved = epoch
         history.append(record)
         log(
