@@ -29,6 +29,7 @@ from ._losses import (
     NCELoss as NCELoss,
     NegativeIdentity as NegativeIdentity,
     PairwiseLTRLoss as PairwiseLTRLoss,
+    PerturbationGradientLoss as PerturbationGradientLoss,
     PointwiseLTRLoss as PointwiseLTRLoss,
     RegretLoss as RegretLoss,
     SolutionPool as SolutionPool,

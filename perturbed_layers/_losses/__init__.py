@@ -14,6 +14,9 @@ from ._ltr import (
     PairwiseLTRLoss as PairwiseLTRLoss,
     PointwiseLTRLoss as PointwiseLTRLoss,
 )
+from ._perturbation_gradient import (
+    PerturbationGradientLoss as PerturbationGradientLoss,
+)
 from ._pool import SolutionPool as SolutionPool
 from ._regret import RegretLoss as RegretLoss
 from ._solve_ratio import solve_with_pool as solve_with_pool
