@@ -23,6 +23,7 @@ from ._linear_program_layers import PerturbedLinearProgram as PerturbedLinearPro
 from ._losses import (
     IMLE as IMLE,
     BlackboxDifferentiation as BlackboxDifferentiation,
+    CaVELoss as CaVELoss,
     CMAPLoss as CMAPLoss,
     FenchelYoungLoss as FenchelYoungLoss,
     ListwiseLTRLoss as ListwiseLTRLoss,
@@ -35,6 +36,7 @@ from ._losses import (
     SolutionPool as SolutionPool,
     SPOPlusLoss as SPOPlusLoss,
     StructuredSVMLoss as StructuredSVMLoss,
+    binding_normals as binding_normals,
     solve_with_pool as solve_with_pool,
 )
 from ._make_perturbed_fun import make_perturbed_fun as make_perturbed_fun

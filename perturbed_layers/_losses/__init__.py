@@ -6,6 +6,7 @@ from ._blackbox import (
     BlackboxDifferentiation as BlackboxDifferentiation,
     NegativeIdentity as NegativeIdentity,
 )
+from ._cave import CaVELoss as CaVELoss, binding_normals as binding_normals
 from ._contrastive import CMAPLoss as CMAPLoss, NCELoss as NCELoss
 from ._fenchel_young import FenchelYoungLoss as FenchelYoungLoss
 from ._imle import IMLE as IMLE
