@@ -118,3 +118,13 @@ def path_layer(fn=three_paths, **kwargs):
 
 def argmax_layer():
     return pl.PerturbedArgmax(num_samples=1, sigma=1.0, noise=pl.Gumbel())
+
+
+def one_hot_argmin(costs):
+    """The cheapest item, one-hot."""
+    return jax.nn.one_hot(jnp.argmin(costs), costs.shape[-1])
+
+
+def argmin_layer():
+    """`one_hot_argmin` as a minimising layer (`path_layer`'s settings)."""
+    return path_layer(one_hot_argmin)

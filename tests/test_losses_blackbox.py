@@ -34,16 +34,22 @@ def central_differences(f, x, h=1e-6):
     return out
 
 
+def dbb_in_float64(make_layer, lambd, theta, g):
+    """DBB around `make_layer()`: its output at θ and its backward pass for the
+    cotangent g, in float64."""
+    with jax.enable_x64(True):
+        dbb = pl.BlackboxDifferentiation(make_layer(), lambd=lambd)
+        y, vjp = jax.vjp(dbb, jnp.asarray(theta))
+        (grad,) = vjp(jnp.asarray(g))
+        return np.asarray(y), np.asarray(grad)
+
+
 @pytest.mark.parametrize("lambd", [0.5, 4.0])
 def test_dbb_costs_gradient_is_the_interpolation_gradient(lambd):
     rng = np.random.default_rng(0)
     costs = rng.uniform(0.5, 3.0, (20, 5))
     g = rng.normal(size=(20, 5))
-    with jax.enable_x64(True):
-        dbb = pl.BlackboxDifferentiation(path_layer(), lambd=lambd)
-        y, vjp = jax.vjp(dbb, jnp.asarray(costs))
-        (grad,) = vjp(jnp.asarray(g))
-        y, grad = np.asarray(y), np.asarray(grad)
+    y, grad = dbb_in_float64(path_layer, lambd, costs, g)
     np.testing.assert_array_equal(y, PATHS[np.argmin(costs @ PATHS.T, -1)])
     # Written out: (w*(ĉ + λg) − w*(ĉ))/λ.
     moved = PATHS[np.argmin((costs + lambd * g) @ PATHS.T, -1)]
@@ -60,11 +66,7 @@ def test_dbb_scores_gradient_is_the_interpolation_gradient(lambd):
     rng = np.random.default_rng(1)
     theta = rng.normal(size=(20, 4))
     g = rng.normal(size=(20, 4))
-    with jax.enable_x64(True):
-        dbb = pl.BlackboxDifferentiation(argmax_layer(), lambd=lambd)
-        y, vjp = jax.vjp(dbb, jnp.asarray(theta))
-        (grad,) = vjp(jnp.asarray(g))
-        y, grad = np.asarray(y), np.asarray(grad)
+    y, grad = dbb_in_float64(argmax_layer, lambd, theta, g)
     # Written out: −(y*(θ − λg) − y*(θ))/λ.
     moved = np.eye(4)[np.argmax(theta - lambd * g, -1)]
     np.testing.assert_allclose(grad, -(moved - y) / lambd, atol=1e-12)

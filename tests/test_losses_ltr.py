@@ -5,20 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import PATHS, argmax_layer, path_layer
+from helpers import PATHS, argmax_layer, argmin_layer, path_layer
 from scipy.special import log_softmax, softmax
 
 import perturbed_layers as pl
-
-
-def argmin_layer():
-    return pl.Perturbed(
-        lambda c: jax.nn.one_hot(jnp.argmin(c), c.shape[-1]),
-        num_samples=1,
-        sigma=1.0,
-        noise=pl.Normal(),
-        objective="min",
-    )
 
 
 def random_costs(seed, shape):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import PATHS, argmax_layer, path_layer, three_paths
+from helpers import PATHS, argmax_layer, argmin_layer, path_layer, three_paths
 
 import perturbed_layers as pl
 
@@ -244,13 +244,7 @@ def test_contrastive_scores_mirror_costs(cls):
     y_true = jax.nn.one_hot(jnp.asarray(rng.integers(0, 4, 5)), 4)
     rows = np.eye(4)[[0, 2, 3]]
     pool = pl.SolutionPool.from_solutions(rows, capacity=6)
-    argmin = pl.Perturbed(
-        lambda c: jax.nn.one_hot(jnp.argmin(c), c.shape[-1]),
-        num_samples=1,
-        sigma=1.0,
-        noise=pl.Normal(),
-        objective="min",
-    )
+    argmin = argmin_layer()
     th, y = np.asarray(theta_hat), np.asarray(y_true)
     # Scores: mean_s <θ̂, s> − <θ̂, y*> (NCE), max_s <θ̂, s> − <θ̂, y*> (CMAP).
     reduce = np.mean if cls is pl.NCELoss else np.max

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import PATHS, argmax_layer, path_layer, three_paths
+from helpers import PATHS, argmax_layer, argmin_layer, path_layer, three_paths
 
 import perturbed_layers as pl
 
@@ -80,13 +80,7 @@ def test_spo_plus_maximisation_mirrors_minimisation():
     np.testing.assert_allclose(grad, expected)
     assert float(jnp.abs(expected).sum()) > 0
     # The same loss as for the costs -θ̂, -θ with the argmin solver.
-    argmin = pl.Perturbed(
-        lambda c: jax.nn.one_hot(jnp.argmin(c), c.shape[-1]),
-        num_samples=1,
-        sigma=1.0,
-        noise=pl.Normal(),
-        objective="min",
-    )
+    argmin = argmin_layer()
     mirrored = pl.SPOPlusLoss(argmin)
     np.testing.assert_allclose(mirrored(-theta_hat, -theta), value, rtol=1e-6)
     grad_min = jax.grad(lambda c: mirrored(c, -theta).sum())(-theta_hat)
@@ -151,9 +145,7 @@ def test_spo_plus_args_reach_the_solver():
     def masked_argmin(costs, mask):
         return jax.nn.one_hot(jnp.argmin(jnp.where(mask, costs, jnp.inf)), 3)
 
-    layer = pl.Perturbed(
-        masked_argmin, num_samples=1, sigma=1.0, noise=pl.Normal(), objective="min"
-    )
+    layer = path_layer(masked_argmin)
     costs = jnp.array([[0.1, 1.0, 2.0], [0.1, 1.0, 2.0]])
     pred = jnp.array([[0.0, 3.0, 1.0], [0.0, 3.0, 1.0]])
     mask = jnp.array([[True, True, True], [False, True, True]])

@@ -1,14 +1,18 @@
 """What the decision-focused losses share: checking the layer and the inputs, solving a
-batch exactly, inner products that skip infinite costs off the solution."""
+batch exactly, inner products that skip infinite costs off the solution, the call of
+the losses against true costs."""
 
+import abc
 import math
 import numbers
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array
+from jaxtyping import Array, Float
 
+from .._custom_types import Key
 from .._estimator._mean import nan_mask
 from .._perturbed import AbstractPerturbed
 
@@ -82,3 +86,54 @@ def times(mask: Array, x: Array) -> Array:
 
 def unflatten(x: Array, batch: tuple[int, ...]) -> Array:
     return x.reshape(*batch, *x.shape[1:])
+
+
+def true_solutions(
+    layer: AbstractPerturbed,
+    y_true: Any,
+    pred: Array,
+    flat_costs: Array,
+    flat_args: Any,
+) -> Array:
+    """w*(c) on the flat batch of true costs `flat_costs`: `y_true` (checked against
+    `pred`'s shape) when given, else solved."""
+    if y_true is None:
+        return solve(layer, flat_costs, flat_args)
+    return check_like("y_true", y_true, "pred", pred).reshape(flat_costs.shape)
+
+
+class AbstractTrueCostsLoss(eqx.Module):
+    """A loss of predicted costs (or scores) against the true ones, whose optimal
+    solutions may be given: SPO+ and the regret."""
+
+    @abc.abstractmethod
+    def _values(
+        self, pred: Array, costs_true: Any, args: Any, y_true: Any, key: Key | None
+    ) -> Array:
+        """The loss per instance, an array of the batch shape (`pred` as an array)."""
+
+    def __call__(
+        self,
+        pred: Float[Array, "..."],
+        costs_true: Float[Array, "..."],
+        args: Any = None,
+        *,
+        y_true: Float[Array, "..."] | None = None,
+        key: Key | None = None,
+    ) -> Float[Array, "*batch"]:
+        """The loss per instance, an array of the batch shape.
+
+        **Arguments:**
+
+        - `pred`: predicted costs (scores for a maximising layer), `(*batch, *event)`.
+        - `costs_true`: the true (observed) costs (scores), of `pred`'s shape; no
+            derivative is meant to flow into them.
+        - `args`: per-instance problem data for the solver, leaves with the batch axes
+            in front; never differentiated.
+        - `y_true`: an optimal solution for `costs_true`, of `pred`'s shape, if known
+            (saves one solve); otherwise it is computed.
+        - `key`: a `jax.random` key, required where the loss draws noise (a
+            perturbed layer or `pl.IMLE` inside `pl.RegretLoss`); ignored by the exact
+            ones (SPO+), accepted so that every loss is called alike.
+        """
+        return self._values(jnp.asarray(pred), costs_true, args, y_true, key)

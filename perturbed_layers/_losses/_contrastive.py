@@ -4,11 +4,10 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
 
 from .._perturbed import AbstractPerturbed
-from ._common import check_linear_layer, inner
-from ._pool_loss import AbstractPoolLoss, masked_mean
+from ._common import inner
+from ._pool_loss import AbstractPoolLoss, Instances, OnPool, PerInstance
 from ._solve_ratio import check_ratio
 
 
@@ -63,21 +62,8 @@ class NCELoss(AbstractPoolLoss):
     target_name: ClassVar[str] = "y_true"
     owner: ClassVar[str] = "NCELoss"
 
-    def __check_init__(self):
-        check_linear_layer(self.owner, self.layer)
-
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        del solutions
-        margin = inner(pred, target)[:, None] - objectives
-        return masked_mean(margin, valid, count)
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
+        return pool.mean(inner(pred, target)[:, None] - pool.objectives)
 
 
 class CMAPLoss(AbstractPoolLoss):
@@ -128,20 +114,8 @@ class CMAPLoss(AbstractPoolLoss):
     target_name: ClassVar[str] = "y_true"
     owner: ClassVar[str] = "CMAPLoss"
 
-    def __check_init__(self):
-        check_linear_layer(self.owner, self.layer)
-
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        del solutions, count
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
         # The first minimiser carries the gradient (jnp.min would share it on ties).
-        index = jnp.argmin(jnp.where(valid, objectives, jnp.inf), axis=1)
-        best = jnp.take_along_axis(objectives, index[:, None], axis=1)[:, 0]
+        index = jnp.argmin(jnp.where(pool.valid, pool.objectives, jnp.inf), axis=1)
+        best = jnp.take_along_axis(pool.objectives, index[:, None], axis=1)[:, 0]
         return inner(pred, target) - best

@@ -6,12 +6,11 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
 
 from .._perturbed import AbstractPerturbed
-from ._common import check_linear_layer, check_positive
+from ._common import check_positive
 from ._pool import pool_objectives
-from ._pool_loss import AbstractPoolLoss, masked_mean
+from ._pool_loss import AbstractPoolLoss, Instances, OnPool, PerInstance
 from ._solve_ratio import check_ratio
 
 
@@ -68,20 +67,9 @@ class PointwiseLTRLoss(AbstractPoolLoss):
     target_name: ClassVar[str] = "costs_true"
     owner: ClassVar[str] = "PointwiseLTRLoss"
 
-    def __check_init__(self):
-        check_linear_layer(self.owner, self.layer)
-
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        true = pool_objectives(target, solutions)
-        return masked_mean((true - objectives) ** 2, valid, count)
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
+        true = pool_objectives(target, pool.solutions)
+        return pool.mean((true - pool.objectives) ** 2)
 
 
 class PairwiseLTRLoss(AbstractPoolLoss):
@@ -133,25 +121,15 @@ class PairwiseLTRLoss(AbstractPoolLoss):
     target_name: ClassVar[str] = "costs_true"
     owner: ClassVar[str] = "PairwiseLTRLoss"
 
-    def __check_init__(self):
-        check_linear_layer(self.owner, self.layer)
-
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        true = pool_objectives(target, solutions)
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
+        valid = pool.valid
+        true = pool_objectives(target, pool.solutions)
         best = jnp.argmin(jnp.where(valid, true, jnp.inf), axis=1)
-        predicted_best = jnp.take_along_axis(objectives, best[:, None], axis=1)
-        hinge = jax.nn.relu(self.margin + predicted_best - objectives)
+        predicted_best = jnp.take_along_axis(pool.objectives, best[:, None], axis=1)
+        hinge = jax.nn.relu(self.margin + predicted_best - pool.objectives)
         others = valid[None, :] & (jnp.arange(valid.shape[0]) != best[:, None])
         total = jnp.sum(jnp.where(others, hinge, 0), axis=1)
-        return total / jnp.maximum(count - 1, 1)
+        return total / jnp.maximum(pool.count - 1, 1)
 
 
 class ListwiseLTRLoss(AbstractPoolLoss):
@@ -206,23 +184,12 @@ class ListwiseLTRLoss(AbstractPoolLoss):
     target_name: ClassVar[str] = "costs_true"
     owner: ClassVar[str] = "ListwiseLTRLoss"
 
-    def __check_init__(self):
-        check_linear_layer(self.owner, self.layer)
-
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        del count
-        true = pool_objectives(target, solutions)
-        q = jax.nn.softmax(jnp.where(valid, -true / self.temperature, -jnp.inf), axis=1)
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
+        valid, tau = pool.valid, self.temperature
+        true = pool_objectives(target, pool.solutions)
+        q = jax.nn.softmax(jnp.where(valid, -true / tau, -jnp.inf), axis=1)
         log_p = jax.nn.log_softmax(
-            jnp.where(valid, -objectives / self.temperature, -jnp.inf), axis=1
+            jnp.where(valid, -pool.objectives / tau, -jnp.inf), axis=1
         )
         # Unused rows have q = 0 and log p = −inf: leave them out, not 0·inf.
         return -jnp.sum(q * jnp.where(valid, log_p, 0), axis=1)

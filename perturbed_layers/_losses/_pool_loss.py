@@ -2,7 +2,7 @@
 inputs, the objectives of the pool's solutions, and refreshing the pool."""
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -11,9 +11,28 @@ from jaxtyping import Array, Bool, Float
 
 from .._custom_types import Key
 from .._perturbed import AbstractPerturbed
-from ._common import bad_instances, check_like, times, unflatten
+from ._common import bad_instances, check_like, check_linear_layer, times, unflatten
 from ._pool import SolutionPool, pool_objectives
 from ._solve_ratio import check_pool, pool_is_empty_error, solve_with_pool
+
+# A flat batch of instances (costs, solutions), and one number per instance.
+Instances = Float[Array, " B *event"]
+PerInstance = Float[Array, " B"]
+
+
+class OnPool(NamedTuple):
+    """The pool as a pool loss sees it for a flat batch of B predictions."""
+
+    solutions: Float[Array, " C *event"]
+    # ⟨pred, s⟩ for each row s of `solutions`, per instance.
+    objectives: Float[Array, "B C"]
+    # Which rows are stored, and how many.
+    valid: Bool[Array, " C"]
+    count: Array
+
+    def mean(self, x: Float[Array, "B C"]) -> PerInstance:
+        """The mean of `x` over the stored solutions (axis 1)."""
+        return jnp.sum(jnp.where(self.valid, x, 0), axis=1) / jnp.maximum(self.count, 1)
 
 
 class AbstractPoolLoss(eqx.Module):
@@ -34,19 +53,12 @@ class AbstractPoolLoss(eqx.Module):
     target_name: eqx.AbstractClassVar[str]
     owner: eqx.AbstractClassVar[str]
 
+    def __check_init__(self):
+        check_linear_layer(self.owner, self.layer)
+
     @abc.abstractmethod
-    def _loss(
-        self,
-        pred: Float[Array, " B *event"],
-        target: Float[Array, " B *event"],
-        solutions: Float[Array, " C *event"],
-        objectives: Float[Array, "B C"],
-        valid: Bool[Array, " C"],
-        count: Array,
-    ) -> Float[Array, " B"]:
-        """The loss per instance on a flat batch, for costs (`objective="min"`);
-        `objectives` are ⟨pred, s⟩ for each row s of `solutions`, `valid` the stored
-        rows, `count` their number."""
+    def _loss(self, pred: Instances, target: Instances, pool: OnPool) -> PerInstance:
+        """The loss per instance on a flat batch, for costs (`objective="min"`)."""
 
     def __call__(
         self,
@@ -84,10 +96,12 @@ class AbstractPoolLoss(eqx.Module):
         value = self._loss(
             sign * flat,
             sign * target if self.target_name == "costs_true" else target,
-            solutions,
-            pool_objectives(sign * flat, solutions),
-            pool.valid,
-            pool.size,
+            OnPool(
+                solutions,
+                pool_objectives(sign * flat, solutions),
+                pool.valid,
+                pool.size,
+            ),
         )
         mask = bad_instances(self.layer, flat)
         if self.target_name == "costs_true":
@@ -117,8 +131,3 @@ class AbstractPoolLoss(eqx.Module):
             key=key,
         )
         return self(pred, target, new_pool, args), new_pool
-
-
-def masked_mean(x: Array, valid: Array, count: Array) -> Array:
-    """The mean over the stored solutions (axis 1) of a (B, C) array."""
-    return jnp.sum(jnp.where(valid, x, 0), axis=1) / jnp.maximum(count, 1)

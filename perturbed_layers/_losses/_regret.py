@@ -2,20 +2,27 @@
 
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array
 
 from .._custom_types import Key
 from .._perturbed import AbstractPerturbed
 from ._blackbox import BlackboxDifferentiation, NegativeIdentity
-from ._common import bad_instances, check_like, inner, solve, times, unflatten
+from ._common import (
+    AbstractTrueCostsLoss,
+    bad_instances,
+    check_like,
+    inner,
+    times,
+    true_solutions,
+    unflatten,
+)
 from ._imle import IMLE
 
 _WRAPPERS = (BlackboxDifferentiation, NegativeIdentity, IMLE)
 
 
-class RegretLoss(eqx.Module):
+class RegretLoss(AbstractTrueCostsLoss):
     r"""The regret of a layer's decision under the true costs: the perturbed regret
     (PyEPO's DPO + regret, InferOpt's pushforward) and its DBB, NID and I-MLE forms.
 
@@ -80,38 +87,16 @@ class RegretLoss(eqx.Module):
             else self.layer.layer
         )
 
-    def __call__(
-        self,
-        pred: Float[Array, "..."],
-        costs_true: Float[Array, "..."],
-        args: Any = None,
-        *,
-        y_true: Float[Array, "..."] | None = None,
-        key: Key | None = None,
-    ) -> Float[Array, "*batch"]:
-        """The regret per instance, an array of the batch shape.
-
-        **Arguments:**
-
-        - `pred`: predicted costs (scores for a maximising layer), `(*batch, *event)`.
-        - `costs_true`: the observed true costs (scores), of `pred`'s shape; no
-            derivative is meant to flow into them.
-        - `args`: per-instance problem data for the solver, leaves with the batch axes
-            in front; never differentiated.
-        - `y_true`: an optimal solution for `costs_true` if known (saves one solve).
-        - `key`: a `jax.random` key, required by perturbed layers and `pl.IMLE`.
-        """
+    def _values(
+        self, pred: Array, costs_true: Any, args: Any, y_true: Any, key: Key | None
+    ) -> Array:
         solver = self._solver()
-        pred = jnp.asarray(pred)
         flat_c, flat_args, batch = solver.split_batch(
             check_like("costs_true", costs_true, "pred", pred), args, name="costs_true"
         )
         y = self.layer(pred, args, key=key)
         flat_y = jnp.reshape(y, flat_c.shape).astype(flat_c.dtype)
-        if y_true is None:
-            w_true = solve(solver, flat_c, flat_args)
-        else:
-            w_true = check_like("y_true", y_true, "pred", pred).reshape(flat_c.shape)
+        w_true = true_solutions(solver, y_true, pred, flat_c, flat_args)
         # ±inf costs (a graph's missing arcs) are never on a decision: count them as 0
         # there rather than let 0·inf make a NaN (and a derivative that is not one).
         finite_c = jnp.where(jnp.isinf(flat_c), 0, flat_c)

@@ -2,24 +2,25 @@
 
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Key
 from .._perturbed import AbstractPerturbed
 from ._common import (
+    AbstractTrueCostsLoss,
     bad_instances,
     check_like,
     check_linear_layer,
     inner,
     solve,
     times,
+    true_solutions,
     unflatten,
 )
 
 
-class SPOPlusLoss(eqx.Module):
+class SPOPlusLoss(AbstractTrueCostsLoss):
     r"""The SPO+ loss of predicted costs (or scores) against the true ones.
 
     For a minimising layer (θ costs), with ĉ the predicted and c the true costs, w*
@@ -73,27 +74,9 @@ class SPOPlusLoss(eqx.Module):
     def __check_init__(self):
         check_linear_layer("SPOPlusLoss", self.layer)
 
-    def __call__(
-        self,
-        pred: Float[Array, "..."],
-        costs_true: Float[Array, "..."],
-        args: Any = None,
-        *,
-        y_true: Float[Array, "..."] | None = None,
-        key: Key | None = None,
-    ) -> Float[Array, "*batch"]:
-        """The loss per instance, an array of the batch shape.
-
-        **Arguments:**
-
-        - `pred`: predicted costs (scores for a maximising layer), `(*batch, *event)`.
-        - `costs_true`: the true costs (scores), of `pred`'s shape.
-        - `args`: per-instance problem data for the solver, leaves with the batch axes
-            in front; never differentiated.
-        - `y_true`: an optimal solution for `costs_true`, of `pred`'s shape, if known
-            (saves one solve); otherwise it is computed.
-        - `key`: ignored (SPO+ is exact); accepted so that every loss is called alike.
-        """
+    def _values(
+        self, pred: Array, costs_true: Any, args: Any, y_true: Any, key: Key | None
+    ) -> Array:
         del key
         return self.value_and_solutions(pred, costs_true, args, y_true=y_true)[0]
 
@@ -126,11 +109,9 @@ class SPOPlusLoss(eqx.Module):
         costs_true = check_like(
             "costs_true", costs_true, "pred", jnp.asarray(pred)
         ).reshape(flat_p.shape)
-        if y_true is None:
-            w_true = solve(self.layer, costs_true, flat_args)
-        else:
-            w_true = check_like("y_true", y_true, "pred", jnp.asarray(pred))
-            w_true = w_true.reshape(flat_p.shape)
+        w_true = true_solutions(
+            self.layer, y_true, jnp.asarray(pred), costs_true, flat_args
+        )
         # 2ĉ − c, exactly ĉ where ĉ = c (so that equal infinities stay infinite).
         shifted = jnp.where(flat_p == costs_true, flat_p, 2 * flat_p - costs_true)
         w_spo = solve(self.layer, shifted, flat_args)
