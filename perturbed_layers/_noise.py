@@ -196,6 +196,12 @@ class SumOfGamma(AbstractNoise):
     (τ/k)(Σ_{i≤s} 1/i − log s), variance (τ²/k) Σ_{i≤s} 1/i². PyEPO's
     `_sum_gamma_sample` is this noise with τ = 1 (scaled by its σ).
 
+    Sampling is exact: each Gamma term is drawn by Marsaglia and Tsang's rejection
+    method (shape 1/k + 1, times U^k when 1/k < 1), every element given a few
+    proposals in one flat draw and the rare element with none accepted given more
+    (about 10x faster than `jax.random.gamma` on CPU, which runs a rejection loop per
+    element). Values below float32's smallest normal number come out as 0.
+
     The density of a sum of Gamma variables with different scales has no closed form,
     so `log_prob` and `score` raise a `NotImplementedError`: use it with `pl.IMLE`,
     which needs samples only, not in a perturbed layer's Jacobian estimator, which
@@ -241,18 +247,111 @@ class SumOfGamma(AbstractNoise):
     def sample(
         self, key: Key, sample_shape: Shape = (), dtype: DType = jnp.float32
     ) -> Float[Array, "..."]:
-        shape = tuple(sample_shape)
-        s = int(self.s)
-        gammas = jax.random.gamma(key, 1.0 / self.k, (s, *shape), dtype)
-        scales = self.k / jnp.arange(1, s + 1, dtype=dtype)
-        total = jnp.tensordot(scales, gammas, axes=1)
-        return (self.tau / self.k) * (total - math.log(s))
+        return _sum_of_gamma(
+            key, float(self.k), float(self.tau), int(self.s), tuple(sample_shape), dtype
+        )
 
     def log_prob(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
         raise NotImplementedError(_NO_DENSITY)
 
     def score(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
         raise NotImplementedError(_NO_DENSITY)
+
+
+@ft.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _sum_of_gamma(
+    key: Key, k: float, tau: float, s: int, shape: tuple[int, ...], dtype: DType
+) -> Array:
+    # The s·N Gamma terms drawn as one flat vector (term i of element j at i·N + j),
+    # weighted by k/i and summed over the terms. Compiled as a unit so that eager
+    # calls match jitted ones.
+    n = math.prod(shape)
+    work = jnp.promote_types(dtype, jnp.float32)  # no Gamma draws in half precision
+    gammas = _standard_gamma(key, 1.0 / k, s * n, work).reshape(s, n)
+    scales = k / jnp.arange(1, s + 1, dtype=work)
+    total = scales @ gammas
+    return ((tau / k) * (total - math.log(s))).astype(dtype).reshape(shape)
+
+
+# Marsaglia–Tsang proposals per element in the first, flat draw. For shapes a ≥ 1 a
+# proposal is accepted with probability ≥ 0.95 (0.952 at a = 1, 0.963 at a = 1.2), so
+# after 3 all are rejected with probability ≤ 1.1e-4: a few elements in 10⁵, which
+# `_standard_gamma` redraws block by block. Measured on XLA:CPU for 128,000 draws of
+# shape 1.2: 3 proposals and the redraw cost less than 2, or than 4 (fewer leave
+# hundreds of blocks to redraw; more cost a full draw each).
+_PROPOSALS = 3
+# The redraw works on blocks of elements: finding the few blocks with a rejected
+# element is a cheap reduction, where compacting the rejected elements themselves
+# (jnp.nonzero over all of them) costs as much as the draw.
+_BLOCK, _BLOCKS_PER_REDRAW = 128, 32
+
+
+def _marsaglia_tsang(key: Key, a: float, shape: tuple[int, ...], dtype: DType):
+    """`_PROPOSALS` Marsaglia–Tsang proposals for Gamma(a), a ≥ 1, per element of
+    `shape`: (the first accepted, whether one was), drawn flat.
+
+    Marsaglia & Tsang (2000): with d = a − 1/3, c = 1/√(9d), X ~ N(0, 1), U ~ U(0, 1)
+    and V = (1 + cX)³, accept d·V when V > 0 and log U < X²/2 + d − dV + d log V;
+    an accepted d·V is exactly Gamma(a, 1)."""
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    size = _PROPOSALS * math.prod(shape)
+    key_x, key_u = jax.random.split(key)
+    x = jax.random.normal(key_x, (size,), dtype).reshape(_PROPOSALS, *shape)
+    u = jax.random.uniform(key_u, (size,), dtype).reshape(_PROPOSALS, *shape)
+    root = 1 + c * x
+    v = root * root * root
+    positive = root > 0
+    log_v = jnp.log(jnp.where(positive, v, 1))
+    accepted = positive & (jnp.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+    value, found = d * v[-1], accepted[-1]
+    for j in range(_PROPOSALS - 2, -1, -1):  # the first accepted proposal wins
+        value = jnp.where(accepted[j], d * v[j], value)
+        found = found | accepted[j]
+    return value, found
+
+
+def _standard_gamma(key: Key, alpha: float, n: int, dtype: DType) -> Array:
+    """n i.i.d. Gamma(alpha, 1) draws, exact in distribution, as a flat vector.
+
+    `jax.random.gamma` splits a key per element and runs a rejection loop per element,
+    slow on XLA:CPU; here every element gets `_PROPOSALS` Marsaglia–Tsang proposals in
+    one flat draw and takes its first accepted one. The rare elements whose proposals
+    were all rejected get fresh ones (a while loop over the blocks holding them) until
+    one is accepted: each element's value is the first accepted of an i.i.d. sequence
+    of proposals, which is exactly rejection sampling. For alpha < 1, Gamma(alpha) =
+    Gamma(alpha + 1)·U^{1/alpha} (Marsaglia & Tsang's boost), U ~ U(0, 1) independent.
+    """
+    a = alpha + 1.0 if alpha < 1 else alpha
+    key_first, key_more, key_boost = jax.random.split(key, 3)
+    blocks = -(-n // _BLOCK)
+    value, found = _marsaglia_tsang(key_first, a, (blocks * _BLOCK,), dtype)
+    value, found = value.reshape(blocks, _BLOCK), found.reshape(blocks, _BLOCK)
+    found = found | (jnp.arange(blocks * _BLOCK) >= n).reshape(blocks, _BLOCK)
+    m = min(_BLOCKS_PER_REDRAW, blocks)
+
+    def redraw(carry):
+        value, found, i = carry
+        (rows,) = jnp.nonzero(~jnp.all(found, axis=1), size=m, fill_value=blocks)
+        more, more_found = _marsaglia_tsang(
+            jax.random.fold_in(key_more, i), a, (m, _BLOCK), dtype
+        )
+        old = value.at[rows].get(mode="fill", fill_value=0)
+        old_found = found.at[rows].get(mode="fill", fill_value=True)
+        # Only elements still without a value take a new one (rows past the last
+        # block, the fill, are dropped).
+        value = value.at[rows].set(jnp.where(old_found, old, more), mode="drop")
+        found = found.at[rows].set(old_found | more_found, mode="drop")
+        return value, found, i + 1
+
+    value, _, _ = jax.lax.while_loop(
+        lambda carry: ~jnp.all(carry[1]), redraw, (value, found, jnp.int32(0))
+    )
+    value = value.reshape(-1)[:n]
+    if alpha < 1:
+        u = jax.random.uniform(key_boost, (n,), dtype)
+        value = value * jnp.exp(jnp.log(u) / alpha)
+    return value
 
 
 _NO_DENSITY = (
