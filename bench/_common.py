@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts in bench/ (timing, memory, reporting).
+"""The timing harness every benchmark in bench/ shares: interleaved timing, compiled
+programs, memory (in a subprocess), the run's metadata, and table formatting.
 
 Conventions:
 - Contenders are timed *interleaved*: every repetition times each contender once, in
@@ -9,6 +10,7 @@ Conventions:
 """
 
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import os
@@ -24,6 +26,8 @@ from typing import Any, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+# Start of the run, for the elapsed time in `log` lines.
+T0 = time.perf_counter()
 
 
 def setup_path() -> None:
@@ -31,6 +35,14 @@ def setup_path() -> None:
     root = str(REPO_ROOT)
     if root not in sys.path:
         sys.path.insert(0, root)
+
+
+def log(msg: str) -> None:
+    """A progress line: wall-clock time and seconds since the run started."""
+    print(
+        f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - T0:5.0f}s] {msg}",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------ statistics
@@ -342,6 +354,69 @@ def env_info() -> dict[str, Any]:
         # The estimator's size thresholds for this platform (pl.Thresholds).
         "thresholds": _thresholds(),
     }
+
+
+VERSIONED = (
+    "perturbed_layers",
+    "jax",
+    "jaxlib",
+    "equinox",
+    "optax",
+    "jaxopt",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "torch",
+    "pyepo",
+    "gurobipy",
+    "scikit-learn",
+    "pathos",
+    "jaxtyping",
+    "ml_dtypes",
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Python's version and every benchmarked package's (None: not installed), and
+    the Gurobi solver's if gurobipy imports."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    try:
+        import gurobipy
+
+        out["gurobi_solver"] = ".".join(map(str, gurobipy.gurobi.version()))
+    except Exception:
+        pass
+    return out
+
+
+def git_state() -> dict[str, Any]:
+    """The commit benchmarked and how many files differ from it."""
+
+    def git(*a):
+        p = subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO_ROOT)
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "modified_files": None if status is None else len(status.splitlines()),
+    }
+
+
+def device_tag() -> str:
+    """`cpu`, or e.g. `gpu-nvidia-a100-sxm4-40gb`: the device part of file names."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return "cpu"
+    kind = "".join(ch if ch.isalnum() else "-" for ch in str(dev.device_kind).lower())
+    return f"{dev.platform}-{kind.strip('-')}"
 
 
 def _thresholds() -> dict[str, Any]:

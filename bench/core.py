@@ -1,20 +1,21 @@
-"""The contenders and shared measurement pieces of the benchmarks run by bench/run.py.
+"""The contenders on the perturbed argmax, shared by the sections of bench/run.py.
 
 Not a script (`python bench/run.py` is the entry point): it holds
 
-- the contenders on the perturbed argmax (B, n) -> (B, n): ours (`pl.PerturbedArgmax`,
-  per-instance estimator), optax `make_perturbed_fun` on the whole (B, n) batch (one
-  instance) and vmapped per row with split keys, and ablation variants of our
+- the contenders (B, n) -> (B, n): ours (`pl.PerturbedArgmax`, per-instance
+  estimator), optax `make_perturbed_fun` on the whole (B, n) batch (one instance) and
+  vmapped per row with split keys, jaxopt's `make_perturbed_argmax` likewise (when it
+  imports and runs with this jax: `jaxopt_status`), and ablation variants of our
   estimator (`forward`, `DESCRIPTIONS`);
 - the pinned inputs (θ ~ N(0, 1), cotangent v, keys) and the measures: the exact
   softmax VJP Jᵀv, J = (diag s − s sᵀ)/σ, s = softmax(θ/σ) (the Gumbel-perturbed
   argmax), relative errors and a paired bootstrap interval of their ratio;
 - the programs timed (`vg_fn`: value_and_grad of ⟨y_ε(θ), v⟩; `floor_fn`: the
-  noise draw alone), the memory subprocess (`mem_child`) and the Fenchel–Young step
-  against the layer (`bench_fy`).
+  noise draw alone), compiled once per run (`compiled_vg`) and timed interleaved at
+  one (B, n, M) (`time_point`).
 """
 
-import time
+import importlib.metadata
 from typing import Any
 
 import _common as C
@@ -34,8 +35,8 @@ NUM_ACC_KEYS = 20
 MEM_B, MEM_N, MEM_M, MEM_CHUNK = 32, 1000, 100_000, 500
 FLOOR_MIN_ELEMS = 10**7
 
-# Compiled functions shared between sections: key -> (compiled, compile seconds).
-_COMPILED: dict[tuple, tuple[Any, float]] = {}
+# Compiled programs shared between sections (timing, accuracy, scaling, fy).
+_COMPILED: dict[tuple, C.Compiled] = {}
 
 
 # ------------------------------------------------------------------ contenders
@@ -55,6 +56,15 @@ def inputs(b: int, n: int):
 
 def forward(name: str, m: int, chunk: int | None = None):
     """A forward function (theta (B, n), key) -> y (B, n) for contender `name`."""
+    if name.startswith("jaxopt"):
+        from jaxopt import perturbations
+
+        f = perturbations.make_perturbed_argmax(
+            one_hot_argmax, m, SIGMA, perturbations.Gumbel()
+        )
+        if name == "jaxopt_whole":
+            return lambda t, k: f(t, k)
+        return lambda t, k: jax.vmap(f)(t, jax.random.split(k, t.shape[0]))
     gumbel = pl.Gumbel()
     if name == "ours":
         layer = pl.PerturbedArgmax(
@@ -126,7 +136,49 @@ DESCRIPTIONS = {
     "ours_chunked": "pl.PerturbedArgmax(chunk_size=M/4): same samples as 'ours'",
     "pl_make_perturbed_fun_whole": "pl.make_perturbed_fun, whole batch, optax noise: "
     "same samples as optax_whole",
+    "jaxopt_whole": "jaxopt.perturbations.make_perturbed_argmax on the whole (B, n) "
+    "batch (one instance)",
+    "jaxopt_vmapped": "jaxopt make_perturbed_argmax vmapped over rows, split keys",
+    "floor": "jax.random.gumbel(key, (M·B·n,)) alone, reshaped: the noise-draw floor",
 }
+
+_JAXOPT: dict[str, Any] = {}
+
+
+def jaxopt_status() -> dict[str, Any]:
+    """Whether jaxopt installs, imports and differentiates with this jax."""
+    if _JAXOPT:
+        return _JAXOPT
+    try:
+        version = importlib.metadata.version("jaxopt")
+    except importlib.metadata.PackageNotFoundError:
+        _JAXOPT.update(ok=False, reason="not installed (pip install jaxopt)")
+        return _JAXOPT
+    try:
+        from jaxopt import perturbations
+
+        f = perturbations.make_perturbed_argmax(
+            one_hot_argmax, 10, SIGMA, perturbations.Gumbel()
+        )
+        t = jnp.zeros((2, 3))
+        g = jax.grad(lambda t: jnp.sum(f(t, jax.random.key(0)) * t))(t)
+        if not bool(jnp.all(jnp.isfinite(g))):
+            raise FloatingPointError("non-finite gradient")
+        _JAXOPT.update(ok=True, version=version)
+    except Exception as e:
+        _JAXOPT.update(
+            ok=False,
+            version=version,
+            reason=f"does not import/run with jax {jax.__version__}: "
+            f"{type(e).__name__}: {e}",
+        )
+    return _JAXOPT
+
+
+def with_jaxopt(names: list[str]) -> list[str]:
+    """`names` without jaxopt's contenders when jaxopt does not run."""
+    ok = jaxopt_status()["ok"]
+    return [n for n in names if ok or not n.startswith("jaxopt")]
 
 
 def exact_vjp(theta, v) -> np.ndarray:
@@ -167,106 +219,45 @@ def floor_fn(b: int, n: int, m: int):
     return lambda k: jax.random.gumbel(k, (m * b * n,), jnp.float32).reshape(m, b, n)
 
 
-# ------------------------------------------------------------ memory
+def compiled_vg(name: str, b: int, n: int, m: int) -> C.Compiled:
+    """jit(value_and_grad(θ ↦ ⟨y_ε(θ), v⟩)) for a contender, compiled once per run.
+
+    Its gradient is the VJP vᵀ ∂y_ε/∂θ, so the accuracy section uses it too."""
+    key = ("vg", name, b, n, m)
+    if key not in _COMPILED:
+        theta, v = inputs(b, n)
+        if name == "floor":
+            fn, args = floor_fn(b, n, m), (jax.random.key(7),)
+        else:
+            fn = vg_fn(forward(name, m))
+            args = (theta, v, jax.random.key(RUN_KEY_SEED))
+        compiled, seconds, ma = C.compile_aot(fn, *args)
+        _COMPILED[key] = C.Compiled(compiled, args, seconds, ma)
+    return _COMPILED[key]
 
 
-def mem_child(spec: dict[str, Any], forward_fn=None) -> None:
-    """Run in a fresh process: compile (and maybe run) jit(grad) and report memory.
-
-    `forward_fn(name, M, chunk)` builds the contender (default: `forward`; bench/run.py
-    passes one that knows jaxopt too). Reported through `C.report_child`.
-    """
-    b, n, m = spec["B"], spec["n"], spec["M"]
-    theta, v = inputs(b, n)
-    key = jax.random.key(RUN_KEY_SEED)
-    C.block((theta, v))
-    dev = jax.devices()[0]
-    rss0, hwm0, maxrss0 = C.rss_bytes(), C.hwm_bytes(), C.peak_rss_bytes()
-    name, chunk = spec["contender"], spec.get("chunk")
-    base = "ours" if name in ("ours_chunked", "ours") else name
-    fwd = (forward_fn or forward)(base, m, chunk)
-    grad = jax.grad(lambda t, vv, k: jnp.sum(fwd(t, k) * vv))
-    compiled, compile_s, ma = C.compile_aot(grad, theta, v, key)
-    res: dict[str, Any] = {
-        **spec,
-        "platform": dev.platform,
-        "baseline_rss_bytes": rss0,
-        "baseline_vmhwm_bytes": hwm0,
-        "baseline_ru_maxrss_bytes": maxrss0,
-        "compile_s": compile_s,
-        "memory_analysis": ma,
-        "vmhwm_after_compile_bytes": C.hwm_bytes(),
-        "peak_rss_delta_after_compile_bytes": C.hwm_bytes() - rss0,
-    }
-    if spec.get("run"):
-        t0 = time.perf_counter()
-        g = C.block(compiled(theta, v, key))
-        res["run_s"] = time.perf_counter() - t0
-        hwm = C.hwm_bytes()
-        res["peak_rss_bytes"] = hwm
-        res["peak_rss_delta_bytes"] = hwm - rss0
-        res["ru_maxrss_bytes"] = C.peak_rss_bytes()
-        res["ru_maxrss_delta_bytes"] = res["ru_maxrss_bytes"] - rss0
-        stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
-        if stats and "peak_bytes_in_use" in stats:
-            res["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
-        res["grad_finite"] = bool(np.all(np.isfinite(np.asarray(g))))
-        res["grad_rel_err_vs_exact"] = rel_err(g, exact_vjp(theta, v))
-    C.report_child(res)
+def compiled_if_any(name: str, b: int, n: int, m: int) -> C.Compiled | None:
+    """The program `compiled_vg` made earlier in this run, or None."""
+    return _COMPILED.get(("vg", name, b, n, m))
 
 
-# ------------------------------------------------------------ Fenchel-Young
-
-
-def bench_fy(repeats: int) -> dict[str, Any]:
-    """`pl.FenchelYoungLoss` value_and_grad against the layer's forward+gradient and
-    the noise floor, B=32, n=10, M=1000, interleaved; paired ratios."""
-    b, n, m = 32, 10, 1000
-    theta, v = inputs(b, n)
-    labels = jax.random.randint(jax.random.key(LABEL_SEED), (b,), 0, n)
-    y = jax.nn.one_hot(labels, n, dtype=jnp.float32)
-    key = jax.random.key(RUN_KEY_SEED)
-    layer = pl.PerturbedArgmax(num_samples=m, sigma=SIGMA, noise=pl.Gumbel())
-    loss = pl.FenchelYoungLoss(layer)
-    cached = _COMPILED.get(("vg", "ours", b, n, m))
-    if cached is not None:  # the same function, compiled by the timing section
-        layer_c, layer_cs = cached
-    else:
-        layer_c, layer_cs, _ = C.compile_aot(
-            vg_fn(lambda t, k: layer(t, key=k)), theta, v, key
-        )
-    fy_c, fy_cs, _ = C.compile_aot(
-        jax.value_and_grad(lambda t, yy, k: loss(t, yy, key=k).sum()), theta, y, key
+def time_point(
+    b: int,
+    n: int,
+    m: int,
+    names: list[str],
+    *,
+    repeats: int,
+    budget_s: float | None = None,
+    min_sample_s: float = 0.1,
+    mem_limit: float = 10 * C.GIB,
+) -> dict[str, Any]:
+    """Interleaved timing of the contenders at one (B, n, M); paired ratios."""
+    t = C.time_contenders(
+        {name: compiled_vg(name, b, n, m) for name in names},
+        repeats=repeats,
+        budget_s=budget_s,
+        min_sample_s=min_sample_s,
+        mem_limit=mem_limit,
     )
-    floor_c, floor_cs, _ = C.compile_aot(floor_fn(b, n, m), key)
-    fns = {
-        "layer_value_and_grad": lambda: layer_c(theta, v, key),
-        "fy_value_and_grad": lambda: fy_c(theta, y, key),
-        "floor_gumbel": lambda: floor_c(key),
-    }
-    timing = C.time_interleaved(fns, repeats=repeats + 4, min_sample_s=0.25)
-    per = timing["per_contender"]
-    _, g = fy_c(theta, y, key)
-    t = np.asarray(theta, np.float64) / SIGMA
-    s = np.exp(t - t.max(-1, keepdims=True))
-    s /= s.sum(-1, keepdims=True)
-    return {
-        "setup": {"B": b, "n": n, "M": m, "sigma": SIGMA, "noise": "Gumbel"},
-        "repeats": timing["repeats"],
-        "compile_s": {"layer": layer_cs, "fy": fy_cs, "floor": floor_cs},
-        "time_s": per,
-        "ratio_fy_over_layer": C.paired_ratio(
-            per["fy_value_and_grad"]["samples"], per["layer_value_and_grad"]["samples"]
-        ),
-        "cpu_ratio_fy_over_layer": C.paired_ratio(
-            per["fy_value_and_grad"]["cpu_s"]["samples"],
-            per["layer_value_and_grad"]["cpu_s"]["samples"],
-        ),
-        "ratio_floor_over_layer": C.paired_ratio(
-            per["floor_gumbel"]["samples"], per["layer_value_and_grad"]["samples"]
-        ),
-        "ratio_fy_over_floor": C.paired_ratio(
-            per["fy_value_and_grad"]["samples"], per["floor_gumbel"]["samples"]
-        ),
-        "fy_grad_rel_err_vs_softmax_minus_y": rel_err(g, s - np.asarray(y)),
-    }
+    return {"B": b, "n": n, "M": m, "elements": b * n * m, **t}

@@ -49,6 +49,7 @@ Usage: python bench/shortest_path.py [--quick] [--repeats N] [--sizes 12,18,24,3
 import argparse
 import sys
 import time
+from typing import Any
 
 import _common as C
 
@@ -245,6 +246,89 @@ def bench_layer(
         "repeats": repeats,
     }
     return {"config": config, "results": results}, table
+
+
+# ------------------------------------------------------- bench/run.py's section
+
+
+def section(quick: bool, repeats: int) -> dict[str, Any]:
+    """Section `shortest_path` of bench/run.py: ours against SciPy's Dijkstra per
+    instance, prebuilt, and with a super-source; sides 12, 18, 24, 30 (--quick: 12,
+    30), every path's cost checked first; the growth exponent time ∝ side^k."""
+    sizes = [12, 30] if quick else [12, 18, 24, 30]
+    reps = 5 if quick else max(repeats, 10)
+    rng = np.random.default_rng(SEED)
+    ours = jax.jit(grid_shortest_path)
+    super_source = _GridDijkstra(8)
+    results = []
+    for side in sizes:
+        costs_np = make_costs(rng, BATCH * SAMPLES, side, "patches")
+        costs = jax.device_put(costs_np.reshape(BATCH, SAMPLES, side, side))
+        t0 = time.perf_counter()
+        compiled = ours.lower(costs).compile()
+        compile_s = time.perf_counter() - t0
+        structure = prebuilt_structure(side, side)
+        masks = np.asarray(compiled(costs)).reshape(-1, side, side)
+        ref = np.array([optimum(c) for c in costs_np[:64]])
+        got = (masks[:64] * costs_np[:64]).sum((1, 2), dtype=np.float64)
+        max_rel = float(np.max(np.abs(got - ref) / ref))
+        contenders = {
+            "ours": lambda f=compiled, x=costs: f(x),
+            "scipy_per_instance": lambda x=costs_np: scipy_per_instance(x),
+            "scipy_prebuilt": lambda x=costs_np, s=structure: scipy_prebuilt(x, s),
+            "scipy_super_source": lambda x=costs_np: super_source(x),
+        }
+        t = C.time_interleaved(contenders, repeats=reps, min_sample_s=0.0)
+        per = t["per_contender"]
+        ratios = {
+            name: C.paired_ratio(per[name]["samples"], per["ours"]["samples"])
+            for name in contenders
+            if name != "ours"
+        }
+        n_inst = BATCH * SAMPLES
+        results.append(
+            {
+                "side": side,
+                "instances_per_call": n_inst,
+                "compile_s": compile_s,
+                "max_rel_cost_error_vs_scipy_first64": max_rel,
+                "seconds_per_call": per,
+                "solves_per_s": {k: n_inst / s["median"] for k, s in per.items()},
+                "ratio_to_ours": ratios,
+            }
+        )
+        C.log(
+            f"  shortest path {side}x{side}: "
+            + ", ".join(f"{k}={C.fmt_time(s['median'])}" for k, s in per.items())
+            + "; scipy per instance / ours = "
+            + f"{ratios['scipy_per_instance']['median']:.1f}"
+        )
+    growth = {}
+    if len(results) >= 2:
+        sides = np.log([r["side"] for r in results])
+        for name in results[0]["seconds_per_call"]:
+            ts = np.log([r["seconds_per_call"][name]["median"] for r in results])
+            growth[name] = float(np.polyfit(sides, ts, 1)[0])
+    return {
+        "setup": {
+            "batch": BATCH,
+            "samples": SAMPLES,
+            "connectivity": 8,
+            "terrain": "patches of Warcraft terrain costs (bench/shortest_path.py)",
+            "sizes": sizes,
+            "repeats": reps,
+            "contenders": {
+                "ours": "jax.jit(grid_shortest_path) on the (32, 10, H, W) batch",
+                "scipy_per_instance": "scipy dijkstra per instance, CSR built per "
+                "instance, path read from predecessors",
+                "scipy_prebuilt": "the same with the graph structure prebuilt",
+                "scipy_super_source": "one dijkstra call over all instances with a "
+                "super-source (perturbed_layers._host_examples._GridDijkstra)",
+            },
+        },
+        "results": results,
+        "growth_exponent_vs_side": growth,
+    }
 
 
 # ------------------------------------------------------------------------- main
