@@ -22,6 +22,8 @@ from ._layers import (
 from ._linear_program_layers import PerturbedLinearProgram as PerturbedLinearProgram
 from ._losses import (
     IMLE as IMLE,
+    AdaptiveIMLE as AdaptiveIMLE,
+    AdaptiveIMLEState as AdaptiveIMLEState,
     BlackboxDifferentiation as BlackboxDifferentiation,
     CaVELoss as CaVELoss,
     CMAPLoss as CMAPLoss,

@@ -2,6 +2,10 @@
 family: Fenchel–Young, SPO+, blackbox (DBB, NID), I-MLE, regret, structured SVM,
 contrastive (NCE, CMAP) and learning to rank over a solution pool."""
 
+from ._aimle import (
+    AdaptiveIMLE as AdaptiveIMLE,
+    AdaptiveIMLEState as AdaptiveIMLEState,
+)
 from ._blackbox import (
     BlackboxDifferentiation as BlackboxDifferentiation,
     NegativeIdentity as NegativeIdentity,

@@ -22,7 +22,7 @@ from ._common import (
 )
 
 
-def _solve_samples(layer: AbstractPerturbed, theta_m: Array, args: Any) -> Array:
+def solve_samples(layer: AbstractPerturbed, theta_m: Array, args: Any) -> Array:
     """Solve (M, B, *event) perturbed inputs, sample m of instance b with args[b]."""
     m, b = theta_m.shape[:2]
     tiled = jtu.tree_map(
@@ -33,26 +33,36 @@ def _solve_samples(layer: AbstractPerturbed, theta_m: Array, args: Any) -> Array
     return ys.reshape(theta_m.shape)
 
 
-def _perturbed(layer: AbstractPerturbed, theta: Array, eps: Array) -> Array:
+def perturb(layer: AbstractPerturbed, theta: Array, eps: Array) -> Array:
     # Perturb-and-MAP of p(y) ∝ exp(⟨θ, y⟩): θ + ε for scores; for costs,
     # p(w) ∝ exp(−⟨c, w⟩), i.e. argmin ⟨c − ε, w⟩.
     s = 1 if layer.objective == "max" else -1
     return theta[None] + s * eps
 
 
+def draw_noise(
+    noise: AbstractNoise, key: Key, num_samples: int, theta: Array, sigma: float
+) -> Array:
+    """σ·ε, (M, B, *event): sample m for the whole flat batch θ (B, *event) from
+    `jax.random.split(key, M)[m]`, so every instance has its own noise."""
+    keys = jax.random.split(key, num_samples)
+    eps = jax.vmap(lambda k: noise.sample(k, theta.shape, theta.dtype))(keys)
+    return sigma * eps
+
+
 # The backward re-solves at the perturbed θ shifted along the cotangent: not linear in
 # it, so a custom VJP (JAX refuses forward mode through it).
 @eqx.filter_custom_vjp
 def _imle(theta: Array, layer: AbstractPerturbed, args: Any, eps: Array, lambd: float):
-    ys = _solve_samples(layer, _perturbed(layer, theta, eps), args)
+    ys = solve_samples(layer, perturb(layer, theta, eps), args)
     return times(bad_instances(layer, theta), jnp.mean(ys, axis=0))
 
 
 @_imle.def_fwd
 def _imle_fwd(perturbed, theta, layer, args, eps, lambd):
     del perturbed
-    theta_m = _perturbed(layer, theta, eps)
-    ys = _solve_samples(layer, theta_m, args)
+    theta_m = perturb(layer, theta, eps)
+    ys = solve_samples(layer, theta_m, args)
     return times(bad_instances(layer, theta), jnp.mean(ys, axis=0)), ys
 
 
@@ -63,7 +73,7 @@ def _imle_bwd(ys, g, perturbed, theta, layer, args, eps, lambd):
     # (y*(θ + ε) − y*(θ − λg + ε))/λ; for costs (w*(ĉ − ε + λg) − w*(ĉ − ε))/λ.
     s = 1 if layer.objective == "min" else -1
     g = g.astype(ys.dtype)
-    moved = _solve_samples(layer, _perturbed(layer, theta, eps) + (s * lambd) * g, args)
+    moved = solve_samples(layer, perturb(layer, theta, eps) + (s * lambd) * g, args)
     grad = (s / lambd) * jnp.mean(moved - ys, axis=0)
     return times(bad_instances(layer, theta), grad)
 
@@ -150,7 +160,5 @@ class IMLE(eqx.Module):
                 "imle(theta, key=key)"
             )
         flat, flat_args, batch = self.layer.split_batch(theta, args)
-        keys = jax.random.split(key, self.num_samples)
-        eps = jax.vmap(lambda k: self.noise.sample(k, flat.shape, flat.dtype))(keys)
-        eps = self.sigma * eps
+        eps = draw_noise(self.noise, key, self.num_samples, flat, self.sigma)
         return unflatten(_imle(flat, self.layer, flat_args, eps, self.lambd), batch)
