@@ -35,6 +35,19 @@ class Experiment:
     pool: pl.SolutionPool | None = None
 
 
+# An optax transformation is a pair of closures, a static part of the compiled step:
+# building a new one for each run of a comparison (or a test) would compile the step
+# again each time. Equal options give the same object.
+_OPTIMIZERS: dict[tuple[str, str, int], optax.GradientTransformation] = {}
+
+
+def _optimizer(options: Any, total_steps: int) -> optax.GradientTransformation:
+    key = (type(options).__qualname__, options.model_dump_json(), total_steps)
+    if key not in _OPTIMIZERS:
+        _OPTIMIZERS[key] = options.build(total_steps)
+    return _OPTIMIZERS[key]
+
+
 def build(config: Config, source: str = "<config>") -> Experiment:
     """Generate or load the data, then build the model, layer, loss and optimiser.
 
@@ -64,7 +77,7 @@ def build(config: Config, source: str = "<config>") -> Experiment:
             f"than the training set ({n_train})"
         )
     steps = config.training.epochs * (n_train // config.training.batch_size)
-    optimizer = config.optimizer.build(steps)
+    optimizer = _optimizer(config.optimizer, steps)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     loss = config.loss.build(layer)
     pool = (

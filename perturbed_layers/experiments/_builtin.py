@@ -63,3 +63,29 @@ def resolve_config(argument: str | pathlib.Path) -> pathlib.Path:
         f"{argument}: {where}, and not a built-in config; built-in configs: {names} "
         "(perturbed-layers configs lists them)"
     )
+
+
+def builtin_comparisons() -> dict[str, pathlib.Path]:
+    """The built-in comparison files (`configs/compare/`), name → file."""
+    folder = configs_folder()
+    paths = sorted((folder / "compare").glob("*.yaml")) if folder is not None else []
+    return {path.stem: path for path in paths}
+
+
+def resolve_comparison(argument: str | pathlib.Path) -> pathlib.Path:
+    """The comparison file a command-line argument names: a file, or else a
+    built-in comparison's name (`shortest_path`).
+
+    **Raises:** `ConfigError` listing the built-in names if it is neither.
+    """
+    path = pathlib.Path(argument)
+    if path.is_file():
+        return path
+    comparisons = builtin_comparisons()
+    name = path.name.removesuffix(".yaml") if path.parent == pathlib.Path() else None
+    if name in comparisons:
+        return comparisons[name]
+    raise ConfigError(
+        f"{argument}: no such file, and not a built-in comparison; built-in "
+        f"comparisons: {', '.join(comparisons) or 'none found'}"
+    )

@@ -5,7 +5,13 @@ import pathlib
 import sys
 
 from . import _run_guard as guard
-from ._builtin import builtin_configs, describe_config, resolve_config
+from ._builtin import (
+    builtin_configs,
+    describe_config,
+    resolve_comparison,
+    resolve_config,
+)
+from ._compare import compare, describe_cells, load_comparison
 from ._config import ConfigError, load_config
 from ._evaluation import evaluate
 from ._run_folder import RunFileError
@@ -18,6 +24,7 @@ examples:
   perturbed-layers train quickstart              # a built-in config, by name
   perturbed-layers train my.yaml --out runs/mine training.epochs=5
   perturbed-layers train my.yaml --out runs/mine --resume
+  perturbed-layers compare shortest_path training.epochs=5   # methods x settings
   perturbed-layers evaluate runs/mine
 """
 
@@ -77,6 +84,33 @@ def _parser() -> argparse.ArgumentParser:
         "(to start a new config from: perturbed-layers configs quickstart > my.yaml).",
     )
     configs_parser.add_argument("name", nargs="?", help="a built-in config's name")
+    compare_parser = commands.add_parser(
+        "compare",
+        help="train a grid of methods x settings x seeds and tabulate the results",
+        description="Run a comparison file (e.g. configs/compare/shortest_path.yaml): "
+        "every method on every setting and seed, each a training run under "
+        "OUT/runs/, then OUT/table.md, table.csv and regret.png.",
+    )
+    compare_parser.add_argument(
+        "comparison", help="the comparison file, or a built-in one's name"
+    )
+    compare_parser.add_argument(
+        "overrides", nargs="*", metavar="key.path=value",
+        help="overrides of every run's config, e.g. training.epochs=5",
+    )  # fmt: skip
+    compare_parser.add_argument(
+        "--out", type=pathlib.Path,
+        help="the comparison folder (default: runs/<name>-<timestamp>)",
+    )  # fmt: skip
+    compare_parser.add_argument(
+        "--resume", action="store_true",
+        help="skip the runs already done in --out, finish the others",
+    )  # fmt: skip
+    compare_parser.add_argument(
+        "--pyepo", action="store_true",
+        help="also run the file's pyepo: subset with PyEPO itself (needs the bench "
+        "extra: PyEPO, PyTorch, Gurobi)",
+    )  # fmt: skip
     evaluate_parser = commands.add_parser(
         "evaluate",
         help="evaluate a run folder's last checkpoint on its test set",
@@ -145,6 +179,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    path = resolve_comparison(args.comparison)
+    comparison = load_comparison(path)
+    out = args.out
+    if out is None and args.resume:
+        raise guard.RunFolderError("--resume: pass --out, the comparison's folder")
+    if out is None:
+        out = guard.default_run_folder(comparison.name)
+    print(
+        f"{path}: {describe_cells(comparison, pyepo=args.pyepo)}; folder {out}",
+        file=sys.stderr,
+    )
+    try:
+        compare(path, out, overrides=args.overrides, resume=args.resume,
+                pyepo=args.pyepo)  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: perturbed-layers compare {args.comparison} "
+            f"{' '.join(args.overrides)} --out {out} --resume".replace("  ", " "),
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 on success)."""
     parser = _parser()
@@ -152,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     # those to parse_known_args' extras.
     args, extra = parser.parse_known_args(argv)
     unknown = [
-        item for item in extra if item.startswith("-") or args.command != "train"
+        item
+        for item in extra
+        if item.startswith("-") or args.command not in ("train", "compare")
     ]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -163,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "configs":
             return _configs(args.name)
+        if args.command == "compare":
+            return _compare(args)
         evaluate(args.run)
         return 0
     except (ConfigError, guard.RunFolderError, RunFileError) as error:
@@ -175,3 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except ImportError as error:  # compare --pyepo without the bench extra
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -9,10 +9,11 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
 - `regression`: ‖θ − t‖², no layer; `target: costs` fits the true costs (the
     "two-stage" or least-squares baseline of predict-then-optimise), `target:
     solution` fits the target solution itself (e.g. the ranks).
-- `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`: the decision-focused losses of
-    `perturbed_layers` (SPO+, the perturbed regret, the regret through blackbox
-    differentiation, the negative identity or I-MLE, the structured SVM) on the
-    layer's solver; each needs only the task's true costs (and y, which is w*(c)).
+- `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`, `pg`: the decision-focused
+    losses of `perturbed_layers` (SPO+, the perturbed regret, the regret through
+    blackbox differentiation, the negative identity or I-MLE, the structured SVM, the
+    perturbation gradient) on the layer's solver; each needs only the task's true
+    costs (and y, which is w*(c)).
 - `nce`, `cmap`, `ltr_pointwise`, `ltr_pairwise`, `ltr_listwise`: the losses over a
     solution pool carried in the training state (`_pool_losses.py`).
 """
@@ -97,6 +98,13 @@ class _PerturbedOptions(LayerOptions):
         )
 
 
+@functools.cache
+def _pyepo_solver(m: int) -> functools.partial:
+    # The solver is a static field of the layer, and a partial equals only itself:
+    # one per grid size, so that every run on that grid reuses the compiled step.
+    return functools.partial(pl.solvers.pyepo_shortest_path, m=m)
+
+
 class PyEPOLayer(_PerturbedOptions):
     """`layer: {name: pyepo_shortest_path, ...}`: perturbed shortest path on PyEPO's
     grid (arc costs in, arc indicator out, minimised)."""
@@ -108,7 +116,7 @@ class PyEPOLayer(_PerturbedOptions):
     ) -> pl.AbstractPerturbed:
         assert isinstance(task, PyEPOTask)
         return pl.Perturbed(
-            functools.partial(pl.solvers.pyepo_shortest_path, m=task.grid),
+            _pyepo_solver(task.grid),
             objective="min",
             event_ndim=1,
             # Every source-sink path has 2(m - 1) arcs, so adding a constant to all
@@ -325,6 +333,30 @@ class IMLEOptions(LossOptions):
         return Regret(pl.RegretLoss(imle))
 
 
+class PerturbationGradient(AbstractLoss):
+    loss: pl.PerturbationGradientLoss
+
+    def __call__(self, theta, batch, *, key):
+        return self.loss(theta, batch.costs.astype(theta.dtype), key=key)
+
+
+class PerturbationGradientOptions(LossOptions):
+    """`loss: {name: pg, h: 0.1, variant: backward}`: the perturbation-gradient loss
+    (Gupta & Huang): a finite difference of the optimal value along the true costs,
+    backward (PGB) or central (PGC); needs only the true costs."""
+
+    name: Literal["pg"]
+    h: PositiveFloat = Field(0.1, description="h, the step along the true costs")
+    variant: Literal["backward", "central"] = Field(
+        "backward", description="backward (PGB) or central (PGC) difference"
+    )
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return PerturbationGradient(
+            pl.PerturbationGradientLoss(layer, h=self.h, variant=self.variant)
+        )
+
+
 class StructuredSVMOptions(LossOptions):
     """`loss: {name: ssvm, margin: 1}`: the structured hinge with the Hamming margin."""
 
@@ -345,6 +377,7 @@ LOSSES: dict[str, type[LossOptions]] = {
     "nid": NegativeIdentityOptions,
     "imle": IMLEOptions,
     "ssvm": StructuredSVMOptions,
+    "pg": PerturbationGradientOptions,
     "nce": NCEOptions,
     "cmap": CMAPOptions,
     "ltr_pointwise": PointwiseLTROptions,

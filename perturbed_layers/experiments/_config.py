@@ -200,19 +200,40 @@ def apply_overrides(
                 f"{source}: {key}: bad override {short(text)}: the value must be a "
                 "YAML scalar (a number, a string, true/false or null)"
             )
-        node = raw
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(
-                    f"{source}: {key}: bad override {short(text)}: {where} is "
-                    f"{short(child)}, not a group of keys"
-                )
-            node = child
-        node[parts[-1]] = value
+        raw = set_key(
+            raw,
+            key.strip(),
+            value,
+            f"{source}: {key}: bad override {short(text)}",
+            copy_raw=False,
+        )
         applied[key.strip()] = text
     return raw, applied
+
+
+def set_key(
+    raw: dict, key: str, value: Any, where: str, *, copy_raw: bool = True
+) -> dict:
+    """`raw` (a copy, unless `copy_raw=False`) with the dotted `key` set to `value`,
+    creating groups on the way.
+
+    **Raises:** `ConfigError` prefixed by `where` if a key on the way holds a value
+    rather than a group of keys.
+    """
+    if copy_raw:
+        raw = copy.deepcopy(raw)  # plain, bounded data (load_yaml)
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            inside = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"{where}: {inside} is {short(child)}, not a group of keys"
+            )
+        node = child
+    node[parts[-1]] = value
+    return raw
 
 
 # --------------------------------------------------------------------- errors

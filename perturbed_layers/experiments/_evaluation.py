@@ -74,7 +74,11 @@ def evaluate_split(
             theta = predict(model, part.x)
         else:
             theta = jnp.broadcast_to(constant_theta, part.y.shape)
-            theta = theta.astype(part.costs.dtype)
+            # On the device the model's θ is on (committed), so that `score`
+            # compiles once for both.
+            theta = jax.device_put(
+                theta.astype(part.costs.dtype), jax.local_devices()[0]
+            )
         y_pred, metrics = score(solver, task, theta, part)
         for name, values in metrics.items():
             per_instance.setdefault(name, []).append(np.asarray(values)[:keep])

@@ -31,14 +31,15 @@ def finish(
     log: Callable[[str], None] = print,
     *,
     write: bool = True,
+    plots: bool = True,
 ) -> dict[str, Any]:
-    """Write the plots and `summary.json` of a finished run (if `write`); return
-    the summary."""
+    """Write the plots (if `plots`) and `summary.json` of a finished run (if
+    `write`); return the summary."""
     task = exp.dataset.task
     title = (
         f"{config.name}: {config.model.name} + {config.loss.name} ({config.layer.name})"
     )
-    if write:
+    if write and plots:
         plot_curves(history, trivial, task, title, out / files.CURVES)
         plot_test_examples(
             exp, model, config.training.eval_batch_size, out / files.EXAMPLES
@@ -68,9 +69,8 @@ def finish(
     }
     if write:
         files.write_text(out / files.SUMMARY, json.dumps(summary, indent=2) + "\n")
-    log(
-        f"summary: {out / files.SUMMARY}; plots: {out / files.CURVES}, {out / files.EXAMPLES}"
-    )
+    drawn = f"; plots: {out / files.CURVES}, {out / files.EXAMPLES}" if plots else ""
+    log(f"summary: {out / files.SUMMARY}{drawn}")
     return summary
 
 

@@ -149,6 +149,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Train as `config` says, writing the run folder `out`; return the summary.
 
@@ -165,6 +166,8 @@ def train(
       file, the one line per epoch is enough).
     - `log`: where the one-line-per-epoch report goes.
     - `on_epoch_end`: called as `f(epoch, record)` after each epoch's checkpoint.
+    - `plots`: draw `curves.png` and `examples.png` at the end (a comparison's
+      runs skip them).
 
     **Raises:** `ConfigError` (before training), `RunFolderError` (a folder that
     holds something else, is in use, holds a run without `resume` or none with it,
@@ -188,7 +191,7 @@ def train(
             changes = guard.config_changes(saved_config, config.model_dump(mode="json"))
             guard.check_changes(changes, allow_changes, str(out))
         return _train(config, out, run, resume, changes, source, progress, log,
-                      on_epoch_end)  # fmt: skip
+                      on_epoch_end, plots)  # fmt: skip
     finally:
         if run is not None:
             run.close()
@@ -211,6 +214,7 @@ def _train(
     progress: bool,
     log: Callable[[str], None],
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+    plots: bool,
 ) -> dict[str, Any]:
     main = run is not None
     checkpoint = out / files.CHECKPOINT
@@ -320,7 +324,11 @@ def _train(
             with jax.set_mesh(mesh):
                 batches = parallel.epoch_batches(train_rows, order, mesh)
                 epoch_key = jax.random.fold_in(key, epoch)
-                losses = np.full(num_batches, np.nan, np.float32)
+                # Replicated from the start, as the compiled calls return it: a
+                # host array in the first call would compile the step twice.
+                losses = parallel.replicate(
+                    np.full(num_batches, np.nan, np.float32), mesh
+                )
                 for begin in calls:
                     end = min(begin + training.steps_per_call, num_batches)
                     if training.steps_per_call == 1:  # no loop around the step
@@ -381,7 +389,9 @@ def _train(
             on_epoch_end(epoch, record)
 
     model = parallel.local_copy(model)
-    return finish(config, out, model, exp, history, trivial, log, write=main)
+    return finish(
+        config, out, model, exp, history, trivial, log, write=main, plots=plots
+    )
 
 
 def _silent(message: str) -> None:
