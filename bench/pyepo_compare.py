@@ -14,13 +14,14 @@ M ∈ {1, 3, 10} samples:
   were 2–8× slower and erratic whenever another process used a core: pinned is
   PyEPO's best case here, so the ratio is conservative).
 - ours: `pl.FenchelYoungLoss(pl.Perturbed(pl.solvers.pyepo_shortest_path,
-  objective="min", event_ndim=1, num_samples=M, sigma=1.0, noise=pl.Normal()))`,
-  `optax.adam`, one `eqx.filter_jit` train step (the batch gathered on the device
-  from the step's indices), run as the experiments CLI runs this problem's config
-  (`training.steps_per_call: 10` in configs/pyepo_shortest_path.yaml): 10 steps per
-  compiled call, in a loop inside the call (4 dispatches per epoch instead of 32).
-  With `--variants` (run.py's full run) also `ours_scan`: the epoch's full batches in
-  one call, for information.
+  objective="min", event_ndim=1, num_samples=M, sigma=1.0, noise=pl.Normal()))`
+  (through the experiments registry's `fenchel_young` entry), `optax.adam`, trained
+  by the experiments CLI's own step (`perturbed_layers.experiments.train_step`, and
+  `train_steps` for several steps per compiled call) as the CLI runs this problem's
+  config (`training.steps_per_call: 10` in configs/pyepo_shortest_path.yaml): 10
+  steps per call, in a loop inside the call, then the last batch of 8 (5 dispatches
+  per epoch instead of 32). With `--variants` (run.py's full run) also `ours_scan`:
+  the epoch's full batches in one call, for information.
 
 Data: PyEPO's `genData(2000, 5, (5, 5), deg=4, noise_width=0.5, seed=42)` split
 1000/1000 with scikit-learn's `train_test_split(test_size=1000, random_state=42)`,
@@ -216,9 +217,16 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
 
 
 class OursTrainer:
-    """Our side: the full batches `steps_per_call` at a time in one jitted call (a
-    `lax.scan` over the step, as the experiments CLI does with `steps_per_call > 1`),
-    then the last, smaller batch on its own; 1 is one call per step."""
+    """Our side, trained by the experiments CLI's own step: `train_step`, or with
+    `steps_per_call > 1` `train_steps` (a loop over it inside one compiled call), on
+    the loss the CLI's registry builds for `loss: {name: fenchel_young}`, with the
+    CLI's noise keys (epoch e's step s draws from `fold_in(fold_in(key, e), s)`).
+
+    One deliberate difference from the CLI, to pair with PyEPO: the batches are
+    PyEPO's (`epoch_batches`: one permutation shared with PyEPO's side, the last
+    batch of 8 kept), where the CLI shuffles on its own and drops the last partial
+    batch. The full batches go through the CLI's calls; the last one is a step of
+    its own (key `fold_in(epoch key, number of full batches)`)."""
 
     def __init__(
         self,
@@ -229,8 +237,10 @@ class OursTrainer:
         seed: int,
         steps_per_call: int,
     ):
+        from perturbed_layers.experiments import LOSSES, Batch
+
         model = eqx.nn.Linear(NUM_FEATURES, w.shape[0], key=jax.random.key(0))
-        model = eqx.tree_at(
+        self.model = eqx.tree_at(
             lambda mm: (mm.weight, mm.bias), model, (jnp.asarray(w), jnp.asarray(b))
         )
         layer = pl.Perturbed(
@@ -241,94 +251,74 @@ class OursTrainer:
             sigma=SIGMA,
             noise=pl.Normal(),
         )
-        loss = pl.FenchelYoungLoss(layer)
-        opt = optax.adam(LR)
-        self.x = jnp.asarray(data["x_train"])
-        # The true optimal paths, precomputed once (as PyEPO's optDataset does).
-        self.y = _exact(jnp.asarray(data["c_train"]))
+        self.loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer)
+        self.optimizer = optax.adam(LR)
+        self.opt_state = self.optimizer.init(
+            eqx.filter(self.model, eqx.is_inexact_array)
+        )
+        # The training set on the host, from which each epoch's batches are placed
+        # (as the CLI does); the true optimal paths precomputed once (as PyEPO's
+        # optDataset does).
+        self.train = Batch(
+            x=data["x_train"],
+            y=np.asarray(_exact(jnp.asarray(data["c_train"])), np.float32),
+            costs=data["c_train"],
+        )
         self.key = jax.random.key(seed)
         self.steps_per_call = steps_per_call
+        self.epochs_done = 0
 
-        def raw_step(model, opt_state, x_all, y_all, idx, key, i):
-            x, y = x_all[idx], y_all[idx]
+    def _place(self, batches: list[np.ndarray]):
+        """The epoch's full batches as one `Batch` of shape (steps, BATCH, ...) and
+        each other batch as a `Batch` of one step, on the device."""
+        full = [idx for idx in batches if len(idx) == BATCH]
+        rest = [idx[None] for idx in batches if len(idx) != BATCH]
 
-            def loss_fn(model):
-                return loss(
-                    jax.vmap(model)(x), y, key=jax.random.fold_in(key, i)
-                ).mean()
+        def gather(rows):
+            return jax.device_put(jax.tree.map(lambda a: a[rows], self.train))
 
-            value, grads = eqx.filter_value_and_grad(loss_fn)(model)
-            updates, opt_state = opt.update(grads, opt_state, model)
-            return eqx.apply_updates(model, updates), opt_state, value
+        return gather(np.stack(full)), [gather(rows) for rows in rest]
 
-        @eqx.filter_jit
-        def scan_steps(model, opt_state, x_all, y_all, idx, key, i0):
-            params, static = eqx.partition(model, eqx.is_array)
+    def _run(self, model, opt_state, batches: list[np.ndarray], epoch: int):
+        from perturbed_layers.experiments import train_step
+        from perturbed_layers.experiments._train import train_steps
 
-            def body(carry, inp):
-                params, opt_state = carry
-                idx_k, k = inp
-                model, opt_state, value = raw_step(
-                    eqx.combine(params, static), opt_state, x_all, y_all, idx_k, key, k
-                )
-                return (eqx.filter(model, eqx.is_array), opt_state), value
-
-            steps = i0 + jnp.arange(idx.shape[0], dtype=jnp.int32)
-            (params, opt_state), values = jax.lax.scan(
-                body, (params, opt_state), (idx, steps)
-            )
-            return eqx.combine(params, static), opt_state, values
-
-        self.step = eqx.filter_jit(raw_step)
-        self.scan_steps = scan_steps
-        self.model = model
-        self.opt_state = opt.init(eqx.filter(model, eqx.is_array))
-        self.i = 0
-
-    def _split(self, batches: list[np.ndarray]):
-        """The full batches in calls of `steps_per_call`, and the batches left over."""
-        if self.steps_per_call == 1:
-            return [], batches
-        full = np.stack([b for b in batches if len(b) == BATCH]).astype(np.int32)
-        calls = [
-            full[i : i + self.steps_per_call]
-            for i in range(0, len(full), self.steps_per_call)
-        ]
-        return calls, [b for b in batches if len(b) != BATCH]
+        full, rest = self._place(batches)
+        epoch_key = jax.random.fold_in(self.key, epoch)
+        steps = full.x.shape[0]
+        losses = np.full(steps, np.nan, np.float32)
+        for begin in range(0, steps, self.steps_per_call):
+            end = min(begin + self.steps_per_call, steps)
+            if self.steps_per_call == 1:  # no loop around the step, as the CLI
+                model, opt_state, _, _ = train_step(
+                    model, opt_state, None, self.loss, self.optimizer, full,
+                    np.int32(begin), epoch_key,
+                )  # fmt: skip
+            else:
+                model, opt_state, _, losses = train_steps(
+                    model, opt_state, None, self.loss, self.optimizer, full,
+                    np.int32(begin), np.int32(end), epoch_key, losses,
+                )  # fmt: skip
+        for i, batch in enumerate(rest):
+            key = jax.random.fold_in(epoch_key, steps + i)
+            model, opt_state, _, _ = train_step(
+                model, opt_state, None, self.loss, self.optimizer, batch,
+                np.int32(0), key,
+            )  # fmt: skip
+        return model, opt_state
 
     def compile(self, batches: list[np.ndarray]) -> float:
         """Trace and compile for the epoch's shapes (results discarded)."""
         t0 = time.perf_counter()
-        args = (self.model, self.opt_state, self.x, self.y)
-        calls, rest = self._split(batches)
-        for length in sorted({len(c) for c in calls}):
-            first = next(c for c in calls if len(c) == length)
-            C.block(self.scan_steps(*args, first, self.key, np.int32(0)))
-        for bs in sorted({len(b) for b in rest}):
-            idx = np.arange(bs, dtype=np.int32)
-            C.block(self.step(*args, idx, self.key, np.int32(0)))
+        C.block(self._run(self.model, self.opt_state, batches, 0))
         return time.perf_counter() - t0
 
     def epoch(self, batches: list[np.ndarray]) -> float:
-        model, opt_state = self.model, self.opt_state
         t0 = time.perf_counter()
-        calls, rest = self._split(batches)
-        for call in calls:
-            model, opt_state, _ = self.scan_steps(
-                model, opt_state, self.x, self.y, call, self.key, np.int32(self.i)
-            )
-            self.i += len(call)
-        for idx in rest:
-            model, opt_state, _ = self.step(
-                model,
-                opt_state,
-                self.x,
-                self.y,
-                idx.astype(np.int32),
-                self.key,
-                np.int32(self.i),
-            )
-            self.i += 1
+        self.epochs_done += 1
+        model, opt_state = self._run(
+            self.model, self.opt_state, batches, self.epochs_done
+        )
         C.block(model)
         seconds = time.perf_counter() - t0
         self.model, self.opt_state = model, opt_state
@@ -423,13 +413,15 @@ def run(
             "pyepo": "perturbedFenchelYoung(shortestPathModel(grid=(5, 5)), "
             "n_samples=M, sigma=1.0, processes=1)",
             "ours": "FenchelYoungLoss(Perturbed(pyepo_shortest_path, objective='min', "
-            "event_ndim=1, num_samples=M, sigma=1.0, noise=Normal())), optax.adam, "
-            f"eqx.filter_jit step, {STEPS_PER_CALL} steps per call as the "
-            "experiments CLI runs configs/pyepo_shortest_path.yaml "
-            "(training.steps_per_call: 10), then the last batch",
+            "event_ndim=1, num_samples=M, sigma=1.0, noise=Normal())) built by the "
+            "experiments registry (loss: fenchel_young), optax.adam, the "
+            "experiments CLI's own step (perturbed_layers.experiments.train_step / "
+            f"train_steps), {STEPS_PER_CALL} steps per call as the CLI runs "
+            "configs/pyepo_shortest_path.yaml (training.steps_per_call: 10), then "
+            "the last batch; batches paired with PyEPO's (the last one of 8 kept)",
             "variants": "(with variants=True, information only) ours_scan: the "
-            "epoch's full batches in one jitted call, then the last batch: the "
-            "same steps with 2 dispatches per epoch instead of 32",
+            "epoch's full batches in one compiled call (train_steps), then the last "
+            "batch: the same steps with 2 dispatches per epoch instead of 32",
             "threads": "PyEPO side pinned to one thread (torch.set_num_threads(1), "
             "Gurobi Threads=1): with the defaults (2 torch threads, Gurobi automatic) "
             "its epochs were 2-8x slower and erratic whenever another process used a "
@@ -566,7 +558,7 @@ def main() -> None:
     p.add_argument(
         "--variants",
         action="store_true",
-        help="also train ours with the epoch in one lax.scan (fewer dispatches)",
+        help="also train ours with the epoch in one compiled call (fewer dispatches)",
     )
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = p.parse_args()

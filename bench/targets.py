@@ -9,7 +9,7 @@ from typing import Any
 import _common as C
 import core
 
-VARIANTS = {"ours_scan": "epoch in one lax.scan"}
+VARIANTS = {"ours_scan": "epoch in one call"}
 
 TARGETS = {
     "acc_whole": 0.1,  # ours / optax whole batch, at most
