@@ -15,7 +15,7 @@ import yaml
 
 import perturbed_layers as pl
 from perturbed_layers import experiments as ex
-from perturbed_layers.experiments._components import LOSSES
+from perturbed_layers.experiments import LOSSES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "pyepo_knapsack.yaml"

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from perturbed_layers import experiments as ex
-from perturbed_layers.experiments import _run_folder as files
-from perturbed_layers.experiments._components import LOSSES
+from perturbed_layers.experiments import LOSSES, _run_folder as files
 
 pytestmark = pytest.mark.slow
 

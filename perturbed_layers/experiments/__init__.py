@@ -19,8 +19,9 @@ summary = train(config, "runs/pyepo-short", progress=False)
 summary["test_normalized_regret"]
 ```
 
-Registries (plain dicts, name → options class with a `build` method) hold what a
-config can name: `DATASETS`, `MODELS`, `LAYERS`, `NOISES`, `LOSSES`, `OPTIMIZERS`.
+Registries (plain dicts, name → options class with a `build` method, all in
+`_registry.py`) hold what a config can name: `DATASETS`, `MODELS`, `LAYERS`, `NOISES`,
+`LOSSES`, `OPTIMIZERS`.
 """
 
 from ._build import Experiment as Experiment, build as build
@@ -29,14 +30,7 @@ from ._builtin import (
     resolve_config as resolve_config,
 )
 from ._cli import main as main
-from ._components import (
-    LAYERS as LAYERS,
-    LOSSES as LOSSES,
-    NOISES as NOISES,
-    OPTIMIZERS as OPTIMIZERS,
-)
 from ._config import (
-    DATASETS as DATASETS,
     Config as Config,
     ConfigError as ConfigError,
     TrainingOptions as TrainingOptions,
@@ -50,7 +44,7 @@ from ._knapsack import (
     KnapsackTask as KnapsackTask,
     pyepo_knapsack_data as pyepo_knapsack_data,
 )
-from ._models import MODELS as MODELS, BerthetConvNet as BerthetConvNet
+from ._models import BerthetConvNet as BerthetConvNet
 from ._pyepo import (
     PyEPOTask as PyEPOTask,
     pyepo_shortest_path_data as pyepo_shortest_path_data,
@@ -59,6 +53,14 @@ from ._pyepo import (
 from ._ranking import (
     RankingTask as RankingTask,
     label_ranking_data as label_ranking_data,
+)
+from ._registry import (
+    DATASETS as DATASETS,
+    LAYERS as LAYERS,
+    LOSSES as LOSSES,
+    MODELS as MODELS,
+    NOISES as NOISES,
+    OPTIMIZERS as OPTIMIZERS,
 )
 from ._run_folder import RunFileError as RunFileError
 from ._run_guard import (

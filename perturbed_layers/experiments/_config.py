@@ -54,9 +54,6 @@ from pydantic import (
     field_validator,
 )
 
-from ._components import LAYERS, LOSSES, OPTIMIZERS
-from ._knapsack import PyEPOKnapsack
-from ._models import MODELS
 from ._options import (
     DataOptions,
     LayerOptions,
@@ -68,17 +65,8 @@ from ._options import (
     describe,
 )
 from ._parallel import DistributedOptions, MeshOptions
-from ._pyepo import PyEPOShortestPath
-from ._ranking import LabelRanking
-from ._warcraft import WarcraftMaps
+from ._registry import DATASETS, LAYERS, LOSSES, MODELS, OPTIMIZERS
 from ._yaml import MAX_BYTES, YAMLLimitError, decode, load_yaml, short
-
-DATASETS: dict[str, type[DataOptions]] = {
-    "pyepo_shortest_path": PyEPOShortestPath,
-    "warcraft": WarcraftMaps,
-    "label_ranking": LabelRanking,
-    "pyepo_knapsack": PyEPOKnapsack,
-}
 
 
 class ConfigError(ValueError):

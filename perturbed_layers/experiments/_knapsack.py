@@ -32,7 +32,12 @@ from pydantic import Field, model_validator
 
 import perturbed_layers as pl
 
-from ._options import DataOptions, NonNegativeFloat, PositiveInt
+from ._options import (
+    DataOptions,
+    NonNegativeFloat,
+    PerturbedLayerOptions,
+    PositiveInt,
+)
 from ._pyepo import sklearn_train_test_split
 from ._tasks import AbstractTask, Batch, Dataset
 
@@ -224,3 +229,24 @@ class PyEPOKnapsack(DataOptions):
             f"{self.noise_width}, seed {self.seed}"
         )
         return Dataset(split(train), split(test), task, description)
+
+
+class KnapsackLayer(PerturbedLayerOptions):
+    """`layer: {name: knapsack, ...}`: `pl.PerturbedKnapsack` with the task's weights
+    and capacities (item values in, 0/1 selection out, maximised)."""
+
+    name: Literal["knapsack"]
+    max_nodes: PositiveInt = Field(
+        2**16, description="branch-and-bound nodes allowed per instance"
+    )
+
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
+        assert isinstance(task, KnapsackTask)
+        return pl.PerturbedKnapsack(
+            weights=task.weights,
+            capacity=task.capacity,
+            max_nodes=self.max_nodes,
+            **self.common(sample_axis),
+        )

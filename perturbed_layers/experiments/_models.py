@@ -195,10 +195,3 @@ class ConvNetModel(ModelOptions):
         return BerthetConvNet(
             self.channels, self.output, self.normalize, key=key, c_in=in_shape[-1]
         )
-
-
-MODELS: dict[str, type[ModelOptions]] = {
-    "linear": LinearModel,
-    "mlp": MLPModel,
-    "berthet_conv": ConvNetModel,
-}

@@ -9,12 +9,19 @@ it usable from YAML.
 
 import abc
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import equinox as eqx
 import optax
 from jaxtyping import PRNGKeyArray
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 import perturbed_layers as pl
 
@@ -88,6 +95,53 @@ class LayerOptions(Options):
     def build(
         self, task: AbstractTask, *, sample_axis: str | None = None
     ) -> pl.AbstractPerturbed: ...
+
+
+class PerturbedLayerOptions(LayerOptions):
+    """Options shared by every perturbed layer (those of `pl.Perturbed`)."""
+
+    num_samples: PositiveInt = Field(description="M, Monte-Carlo samples per instance")
+    sigma: PositiveFloat = Field(description="σ, the noise scale")
+    noise: str = Field("normal", description="a name in NOISES: normal, gumbel")
+    perturbation: Literal["additive", "multiplicative"] = Field(
+        "additive", description="θ + σZ, or θ ⊙ exp(σZ − σ²/2) (keeps costs positive)"
+    )
+    chunk_size: PositiveInt | None = Field(
+        None, description="samples processed at a time (None: all at once)"
+    )
+
+    @field_validator("noise")
+    @classmethod
+    def _known_noise(cls, value: str) -> str:
+        from ._registry import NOISES  # the registry imports this module
+
+        if value not in NOISES:
+            raise ValueError(
+                f"unknown noise {value!r}; valid names: {describe(NOISES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _multiplicative_is_normal(self) -> "PerturbedLayerOptions":
+        if self.perturbation == "multiplicative" and self.noise != "normal":
+            raise ValueError(
+                "perturbation 'multiplicative' uses θ ⊙ exp(σZ − σ²/2) with standard "
+                f"normal Z: set noise: normal (got {self.noise!r})"
+            )
+        return self
+
+    def common(self, sample_axis: str | None) -> dict:
+        """The keyword arguments of the `pl` layer's constructor."""
+        from ._registry import NOISES
+
+        return dict(
+            num_samples=self.num_samples,
+            sigma=self.sigma,
+            noise=NOISES[self.noise](),
+            perturbation=self.perturbation,
+            chunk_size=self.chunk_size,
+            sample_axis=sample_axis,
+        )
 
 
 class LossOptions(Options):

@@ -21,6 +21,7 @@ costs and z*(c) the optimal cost for the true ones.
 Library*, 2022; Elmachtoub & Grigas, *Smart "Predict, then Optimize"*, 2022.
 """
 
+import functools
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
@@ -31,7 +32,7 @@ from pydantic import Field, model_validator
 
 import perturbed_layers as pl
 
-from ._options import DataOptions, FiniteFloat, PositiveInt
+from ._options import DataOptions, FiniteFloat, PerturbedLayerOptions, PositiveInt
 from ._tasks import AbstractTask, Batch, Dataset
 
 
@@ -202,3 +203,31 @@ class PyEPOShortestPath(DataOptions):
             f"noise half-width {self.noise_width}, seed {self.seed}"
         )
         return Dataset(split(train), split(test), task, description)
+
+
+@functools.cache
+def _pyepo_solver(m: int) -> functools.partial:
+    # The solver is a static field of the layer, and a partial equals only itself:
+    # one per grid size, so that every run on that grid reuses the compiled step.
+    return functools.partial(pl.solvers.pyepo_shortest_path, m=m)
+
+
+class PyEPOLayer(PerturbedLayerOptions):
+    """`layer: {name: pyepo_shortest_path, ...}`: perturbed shortest path on PyEPO's
+    grid (arc costs in, arc indicator out, minimised)."""
+
+    name: Literal["pyepo_shortest_path"]
+
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
+        assert isinstance(task, PyEPOTask)
+        return pl.Perturbed(
+            _pyepo_solver(task.grid),
+            objective="min",
+            event_ndim=1,
+            # Every source-sink path has 2(m - 1) arcs, so adding a constant to all
+            # arc costs never changes the solution.
+            shift_invariant=True,
+            **self.common(sample_axis),
+        )

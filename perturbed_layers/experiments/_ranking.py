@@ -17,7 +17,14 @@ import numpy as np
 from jaxtyping import Array
 from pydantic import Field
 
-from ._options import DataOptions, NonNegativeFloat, PositiveInt
+import perturbed_layers as pl
+
+from ._options import (
+    DataOptions,
+    NonNegativeFloat,
+    PerturbedLayerOptions,
+    PositiveInt,
+)
 from ._tasks import AbstractTask, Batch, Dataset
 
 
@@ -133,3 +140,15 @@ class LabelRanking(DataOptions):
             RankingTask(),
             description,
         )
+
+
+class RankingLayer(PerturbedLayerOptions):
+    """`layer: {name: ranking, ...}`: `pl.PerturbedRanking` (ranks, maximised)."""
+
+    name: Literal["ranking"]
+
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
+        del task
+        return pl.PerturbedRanking(**self.common(sample_axis))

@@ -16,7 +16,9 @@ import numpy as np
 from jaxtyping import Array
 from pydantic import Field
 
-from ._options import DataOptions, PositiveInt
+import perturbed_layers as pl
+
+from ._options import DataOptions, PerturbedLayerOptions, PositiveInt
 from ._tasks import AbstractTask, Batch, Dataset
 from ._warcraft_maps import generate_warcraft_maps, load_warcraft_split
 
@@ -132,3 +134,20 @@ class WarcraftMaps(DataOptions):
             f"{self.num_test} test"
         )
         return Dataset(batch(train), batch(test), WarcraftTask(self.size), description)
+
+
+class GridShortestPathLayer(PerturbedLayerOptions):
+    """`layer: {name: grid_shortest_path, ...}`: `pl.PerturbedShortestPath` on vertex
+    costs (they must stay positive: use `perturbation: multiplicative`, or a small
+    sigma against costs kept away from 0)."""
+
+    name: Literal["grid_shortest_path"]
+    connectivity: Literal[4, 8] = Field(8, description="8: king moves, 4: rook moves")
+
+    def build(
+        self, task: AbstractTask, *, sample_axis: str | None = None
+    ) -> pl.AbstractPerturbed:
+        assert isinstance(task, WarcraftTask)
+        return pl.PerturbedShortestPath(
+            connectivity=self.connectivity, **self.common(sample_axis)
+        )

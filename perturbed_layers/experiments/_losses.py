@@ -1,0 +1,211 @@
+"""The training losses a config can name (`loss:`), with their options.
+
+Losses are called per instance as `loss(theta, batch, *, key)`:
+
+- `fenchel_young`: the perturbed Fenchel–Young loss of the layer, `pl.FenchelYoungLoss`
+    (gradient y_ε(θ) − y for a maximising layer, y − y_ε(θ) for a minimising one).
+- `squared`: ‖y_ε(θ) − y‖², the squared error of the perturbed layer's output (its
+    gradient goes through the layer's Monte-Carlo Jacobian).
+- `regression`: ‖θ − t‖², no layer; `target: costs` fits the true costs (the
+    "two-stage" or least-squares baseline of predict-then-optimise), `target:
+    solution` fits the target solution itself (e.g. the ranks).
+- `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`, `pg`: the decision-focused
+    losses of `perturbed_layers` (SPO+, the perturbed regret, the regret through
+    blackbox differentiation, the negative identity or I-MLE, the structured SVM, the
+    perturbation gradient) on the layer's solver; each needs only the task's true
+    costs (and y, which is w*(c)).
+- `nce`, `cmap`, `ltr_pointwise`, `ltr_pairwise`, `ltr_listwise`: the losses over a
+    solution pool carried in the training state (`_pool_losses.py`).
+"""
+
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array
+from pydantic import Field
+
+import perturbed_layers as pl
+
+from ._options import LossOptions, PositiveFloat, PositiveInt
+from ._tasks import AbstractLoss
+
+
+def _per_instance(x: Array) -> Array:
+    return jnp.sum(x, axis=tuple(range(1, x.ndim)))
+
+
+class FenchelYoung(AbstractLoss):
+    loss: pl.FenchelYoungLoss
+
+    def __call__(self, theta, batch, *, key):
+        return self.loss(theta, batch.y.astype(theta.dtype), key=key)
+
+
+class SquaredThroughLayer(AbstractLoss):
+    layer: pl.AbstractPerturbed
+
+    def __call__(self, theta, batch, *, key):
+        return _per_instance((self.layer(theta, key=key) - batch.y) ** 2)
+
+
+class Regression(AbstractLoss):
+    target: Literal["costs", "solution"] = eqx.field(static=True)
+
+    def __call__(self, theta, batch, *, key):
+        del key
+        target = batch.costs if self.target == "costs" else batch.y
+        return _per_instance((theta - target) ** 2)
+
+
+class FenchelYoungOptions(LossOptions):
+    """`loss: {name: fenchel_young}`."""
+
+    name: Literal["fenchel_young"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return FenchelYoung(pl.FenchelYoungLoss(layer))
+
+
+class SquaredOptions(LossOptions):
+    """`loss: {name: squared}`: ‖y_ε(θ) − y‖² through the perturbed layer."""
+
+    name: Literal["squared"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return SquaredThroughLayer(layer)
+
+
+class RegressionOptions(LossOptions):
+    """`loss: {name: regression, target: costs | solution}`: ‖θ − target‖²."""
+
+    name: Literal["regression"]
+    target: Literal["costs", "solution"] = Field(
+        "costs", description="fit the true costs, or the target solution itself"
+    )
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        del layer
+        return Regression(self.target)
+
+
+class SPOPlus(AbstractLoss):
+    loss: pl.SPOPlusLoss
+
+    def __call__(self, theta, batch, *, key):
+        del key
+        costs = batch.costs.astype(theta.dtype)
+        return self.loss(theta, costs, y_true=batch.y.astype(theta.dtype))
+
+
+class Regret(AbstractLoss):
+    loss: pl.RegretLoss
+
+    def __call__(self, theta, batch, *, key):
+        costs = batch.costs.astype(theta.dtype)
+        return self.loss(theta, costs, y_true=batch.y.astype(theta.dtype), key=key)
+
+
+class StructuredSVM(AbstractLoss):
+    loss: pl.StructuredSVMLoss
+
+    def __call__(self, theta, batch, *, key):
+        return self.loss(theta, batch.y.astype(theta.dtype), key=key)
+
+
+class SPOPlusOptions(LossOptions):
+    """`loss: {name: spo_plus}`: SPO+ (Elmachtoub & Grigas), exact solver, no noise."""
+
+    name: Literal["spo_plus"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return SPOPlus(pl.SPOPlusLoss(layer))
+
+
+class RegretOptions(LossOptions):
+    """`loss: {name: regret}`: the perturbed regret ⟨c, y_ε(ĉ)⟩ − z*(c) through the
+    layer (PyEPO's DPO + regret); trains from the true costs, no solution labels."""
+
+    name: Literal["regret"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(pl.RegretLoss(layer))
+
+
+class BlackboxOptions(LossOptions):
+    """`loss: {name: dbb, lambd: 10}`: the regret through blackbox differentiation
+    (Vlastelica et al.), exact forward, interpolation backward of strength λ."""
+
+    name: Literal["dbb"]
+    lambd: PositiveFloat = Field(10.0, description="λ, the interpolation strength")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(
+            pl.RegretLoss(pl.BlackboxDifferentiation(layer, lambd=self.lambd))
+        )
+
+
+class NegativeIdentityOptions(LossOptions):
+    """`loss: {name: nid}`: the regret through the negative identity (Sahoo et al.)."""
+
+    name: Literal["nid"]
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return Regret(pl.RegretLoss(pl.NegativeIdentity(layer)))
+
+
+class IMLEOptions(LossOptions):
+    """`loss: {name: imle, lambd: 10, k: 5, tau: 1, s: 10, num_samples: 1}`: the regret
+    through I-MLE (Niepert et al.) with Sum-of-Gamma noise."""
+
+    name: Literal["imle"]
+    lambd: PositiveFloat = Field(10.0, description="λ, the step to the target")
+    k: PositiveInt = Field(5, description="Sum-of-Gamma k (the structure's size)")
+    tau: PositiveFloat = Field(1.0, description="Sum-of-Gamma temperature τ")
+    s: PositiveInt = Field(10, description="Sum-of-Gamma terms s")
+    num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
+    sigma: PositiveFloat = Field(1.0, description="noise scale")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        imle = pl.IMLE(
+            layer,
+            lambd=self.lambd,
+            noise=pl.SumOfGamma(self.k, tau=self.tau, s=self.s),
+            num_samples=self.num_samples,
+            sigma=self.sigma,
+        )
+        return Regret(pl.RegretLoss(imle))
+
+
+class PerturbationGradient(AbstractLoss):
+    loss: pl.PerturbationGradientLoss
+
+    def __call__(self, theta, batch, *, key):
+        return self.loss(theta, batch.costs.astype(theta.dtype), key=key)
+
+
+class PerturbationGradientOptions(LossOptions):
+    """`loss: {name: pg, h: 0.1, variant: backward}`: the perturbation-gradient loss
+    (Gupta & Huang): a finite difference of the optimal value along the true costs,
+    backward (PGB) or central (PGC); needs only the true costs."""
+
+    name: Literal["pg"]
+    h: PositiveFloat = Field(0.1, description="h, the step along the true costs")
+    variant: Literal["backward", "central"] = Field(
+        "backward", description="backward (PGB) or central (PGC) difference"
+    )
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return PerturbationGradient(
+            pl.PerturbationGradientLoss(layer, h=self.h, variant=self.variant)
+        )
+
+
+class StructuredSVMOptions(LossOptions):
+    """`loss: {name: ssvm, margin: 1}`: the structured hinge with the Hamming margin."""
+
+    name: Literal["ssvm"]
+    margin: PositiveFloat = Field(1.0, description="α, the margin per differing entry")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+        return StructuredSVM(pl.StructuredSVMLoss(layer, margin=self.margin))
