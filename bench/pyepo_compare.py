@@ -61,6 +61,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from training import Trainer  # noqa: E402
 
 import perturbed_layers as pl  # noqa: E402
 
@@ -216,116 +217,45 @@ def regret_pyepo(pred: np.ndarray, true: np.ndarray, optmodel) -> float:
 # ------------------------------------------------------------------------- ours
 
 
-class OursTrainer:
-    """Our side, trained by the experiments CLI's own step: `train_step`, or with
-    `steps_per_call > 1` `train_steps` (a loop over it inside one compiled call), on
-    the loss the CLI's registry builds for `loss: {name: fenchel_young}`, with the
-    CLI's noise keys (epoch e's step s draws from `fold_in(fold_in(key, e), s)`).
+def linear_model(w: np.ndarray, b: np.ndarray) -> eqx.nn.Linear:
+    """The linear model 5 -> 40 with the given weights (PyTorch's initialisation)."""
+    model = eqx.nn.Linear(NUM_FEATURES, w.shape[0], key=jax.random.key(0))
+    return eqx.tree_at(
+        lambda mm: (mm.weight, mm.bias), model, (jnp.asarray(w), jnp.asarray(b))
+    )
 
-    One deliberate difference from the CLI, to pair with PyEPO: the batches are
-    PyEPO's (`epoch_batches`: one permutation shared with PyEPO's side, the last
-    batch of 8 kept), where the CLI shuffles on its own and drops the last partial
-    batch. The full batches go through the CLI's calls; the last one is a step of
-    its own (key `fold_in(epoch key, number of full batches)`)."""
 
-    def __init__(
-        self,
-        m: int,
-        w: np.ndarray,
-        b: np.ndarray,
-        data,
-        seed: int,
-        steps_per_call: int,
-    ):
-        from perturbed_layers.experiments import LOSSES, Batch
+def ours_trainer(
+    m: int, w: np.ndarray, b: np.ndarray, data, seed: int, steps_per_call: int
+) -> Trainer:
+    """Our side: the loss the experiments registry builds for
+    `loss: {name: fenchel_young}`, trained by the library's own step
+    (`training.Trainer`) on PyEPO's batches, `steps_per_call` steps per call."""
+    from perturbed_layers.experiments import LOSSES, Batch
 
-        model = eqx.nn.Linear(NUM_FEATURES, w.shape[0], key=jax.random.key(0))
-        self.model = eqx.tree_at(
-            lambda mm: (mm.weight, mm.bias), model, (jnp.asarray(w), jnp.asarray(b))
-        )
-        layer = pl.Perturbed(
-            pl.solvers.pyepo_shortest_path,
-            objective="min",
-            event_ndim=1,
-            num_samples=m,
-            sigma=SIGMA,
-            noise=pl.Normal(),
-        )
-        self.loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer)
-        self.optimizer = optax.adam(LR)
-        self.opt_state = self.optimizer.init(
-            eqx.filter(self.model, eqx.is_inexact_array)
-        )
-        # The training set on the host, from which each epoch's batches are placed
-        # (as the CLI does); the true optimal paths precomputed once (as PyEPO's
-        # optDataset does).
-        self.train = Batch(
-            x=data["x_train"],
-            y=np.asarray(_exact(jnp.asarray(data["c_train"])), np.float32),
-            costs=data["c_train"],
-        )
-        self.key = jax.random.key(seed)
-        self.steps_per_call = steps_per_call
-        self.epochs_done = 0
-
-    def _place(self, batches: list[np.ndarray]):
-        """The epoch's full batches as one `Batch` of shape (steps, BATCH, ...) and
-        each other batch as a `Batch` of one step, on the device."""
-        full = [idx for idx in batches if len(idx) == BATCH]
-        rest = [idx[None] for idx in batches if len(idx) != BATCH]
-
-        def gather(rows):
-            return jax.device_put(jax.tree.map(lambda a: a[rows], self.train))
-
-        return gather(np.stack(full)), [gather(rows) for rows in rest]
-
-    def _run(self, model, opt_state, batches: list[np.ndarray], epoch: int):
-        from perturbed_layers.experiments import train_step
-        from perturbed_layers.experiments._train import train_steps
-
-        full, rest = self._place(batches)
-        epoch_key = jax.random.fold_in(self.key, epoch)
-        steps = full.x.shape[0]
-        losses = np.full(steps, np.nan, np.float32)
-        for begin in range(0, steps, self.steps_per_call):
-            end = min(begin + self.steps_per_call, steps)
-            if self.steps_per_call == 1:  # no loop around the step, as the CLI
-                model, opt_state, _, _ = train_step(
-                    model, opt_state, None, self.loss, self.optimizer, full,
-                    np.int32(begin), epoch_key,
-                )  # fmt: skip
-            else:
-                model, opt_state, _, losses = train_steps(
-                    model, opt_state, None, self.loss, self.optimizer, full,
-                    np.int32(begin), np.int32(end), epoch_key, losses,
-                )  # fmt: skip
-        for i, batch in enumerate(rest):
-            key = jax.random.fold_in(epoch_key, steps + i)
-            model, opt_state, _, _ = train_step(
-                model, opt_state, None, self.loss, self.optimizer, batch,
-                np.int32(0), key,
-            )  # fmt: skip
-        return model, opt_state
-
-    def compile(self, batches: list[np.ndarray]) -> float:
-        """Trace and compile for the epoch's shapes (results discarded)."""
-        t0 = time.perf_counter()
-        C.block(self._run(self.model, self.opt_state, batches, 0))
-        return time.perf_counter() - t0
-
-    def epoch(self, batches: list[np.ndarray]) -> float:
-        t0 = time.perf_counter()
-        self.epochs_done += 1
-        model, opt_state = self._run(
-            self.model, self.opt_state, batches, self.epochs_done
-        )
-        C.block(model)
-        seconds = time.perf_counter() - t0
-        self.model, self.opt_state = model, opt_state
-        return seconds
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(jax.vmap(self.model)(jnp.asarray(x)))
+    layer = pl.Perturbed(
+        pl.solvers.pyepo_shortest_path,
+        objective="min",
+        event_ndim=1,
+        num_samples=m,
+        sigma=SIGMA,
+        noise=pl.Normal(),
+    )
+    loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer)
+    # The true optimal paths, precomputed once (as PyEPO's optDataset does).
+    train = Batch(
+        x=data["x_train"],
+        y=np.asarray(_exact(jnp.asarray(data["c_train"])), np.float32),
+        costs=data["c_train"],
+    )
+    return Trainer(
+        linear_model(w, b),
+        loss,
+        optax.adam(LR),
+        train,
+        seed,
+        steps_per_call=steps_per_call,
+    )
 
 
 # ------------------------------------------------------------------------ PyEPO
@@ -454,9 +384,9 @@ def run(
         compile_s: dict[str, float] = {}
         if ok:
             trainers["pyepo"] = PyEPOTrainer(m, w0, b0, data, optmodel)
-        trainers["ours"] = OursTrainer(m, w0, b0, data, seed, STEPS_PER_CALL)
+        trainers["ours"] = ours_trainer(m, w0, b0, data, seed, STEPS_PER_CALL)
         if variants:
-            trainers["ours_scan"] = OursTrainer(m, w0, b0, data, seed, n_train)
+            trainers["ours_scan"] = ours_trainer(m, w0, b0, data, seed, n_train)
         shapes = epoch_batches(np.random.default_rng(seed), n_train)
         for name, tr in trainers.items():
             if name != "pyepo":
