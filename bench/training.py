@@ -27,8 +27,10 @@ import optax
 
 from perturbed_layers.experiments import AbstractPoolLoss, train_step
 
-# Not exported by perturbed_layers.experiments (yet): the multi-step call.
-from perturbed_layers.experiments._train import train_steps
+try:
+    from perturbed_layers.experiments import train_steps
+except ImportError:  # before the package exported it (experiments/_train.py)
+    from perturbed_layers.experiments._train import train_steps
 
 
 class Trainer:
