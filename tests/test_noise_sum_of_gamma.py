@@ -52,7 +52,7 @@ SLOW = pytest.mark.slow
     "alpha, seed",
     [
         (0.2, 10),
-        (1.0, 11),
+        pytest.param(1.0, 11, marks=SLOW),
         pytest.param(0.05, 12, marks=SLOW),
         pytest.param(0.5, 13, marks=SLOW),
         pytest.param(1.7, 14, marks=SLOW),
