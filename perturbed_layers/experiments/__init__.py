@@ -44,6 +44,7 @@ from ._knapsack import (
     KnapsackTask as KnapsackTask,
     pyepo_knapsack_data as pyepo_knapsack_data,
 )
+from ._loop import train_step as train_step, train_steps as train_steps
 from ._models import BerthetConvNet as BerthetConvNet
 from ._pyepo import (
     PyEPOTask as PyEPOTask,
@@ -74,11 +75,7 @@ from ._tasks import (
     Batch as Batch,
     Dataset as Dataset,
 )
-from ._train import (
-    TrainingDiverged as TrainingDiverged,
-    train as train,
-    train_step as train_step,
-)
+from ._train import TrainingDiverged as TrainingDiverged, train as train
 from ._warcraft import WarcraftTask as WarcraftTask
 from ._warcraft_maps import (
     TERRAIN_COSTS as TERRAIN_COSTS,

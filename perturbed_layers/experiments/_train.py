@@ -1,19 +1,9 @@
-"""The training loop: train from a config, checkpoint, resume, stop on divergence.
+"""Training from a config: the recipe, with checkpoints, resume and divergence.
 
-**One compiled step.** `train_step` (model → θ, loss through the perturbed layer, its
-gradient, the optax update) is one `eqx.filter_jit` function, or with
-`training.steps_per_call > 1` a `fori_loop` over it (`train_steps`), compiled once per
-run: batches have one static shape (the last partial batch of an epoch is dropped), each
-epoch's batches are placed on the devices at once, and a call receives only the range
-of steps to run. Fewer, longer calls save the per-call dispatch, which dominates for
-small models (but XLA:CPU runs convolutions several times slower inside the loop);
-every step's loss still reaches the progress bar and the divergence check.
-
-**Training state.** Parameters, optimiser state and, for a loss over a solution pool
-(NCE, CMAP, learning to rank), the `pl.SolutionPool`: a fixed-capacity array seeded
-with the training set's target solutions before epoch 0, refreshed inside the compiled
-step, carried by the `fori_loop`, and saved in every checkpoint. Other losses carry
-`None` in its place.
+`train()` reads as the recipe: check the run folder, build the mesh and the experiment,
+resume from the checkpoint if asked, evaluate, then each epoch: shuffle, run the
+compiled steps (`_loop.py`), check the losses and parameters, evaluate, record,
+checkpoint. The run folder's files are one object (`_run.py`).
 
 **Reproducible order.** Epoch e shuffles with `np.random.default_rng((seed, e))` and
 draws its noise from `fold_in(key, e)`, step s of it from `fold_in(·, s)`: the data
@@ -40,15 +30,10 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
-from jax.typing import ArrayLike
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array
 from tqdm.auto import tqdm
-
-import perturbed_layers as pl
 
 from . import _parallel as parallel, _run_folder as files, _run_guard as guard
 from ._build import build
@@ -58,80 +43,10 @@ from ._evaluation import (
     test_metrics,
     trivial_metrics,
 )
-from ._finish import TrainingDiverged as TrainingDiverged, diverged, finish, first_line
-from ._tasks import AbstractPoolLoss, Batch, Loss
+from ._finish import TrainingDiverged as TrainingDiverged, finish, first_line
+from ._loop import State, run_epoch
+from ._run import Run
 from ._yaml import short
-
-
-@eqx.filter_jit
-def train_step(
-    model: Any,
-    opt_state: Any,
-    pool: pl.SolutionPool | None,
-    loss: Loss,
-    optimizer: optax.GradientTransformation,
-    batches: Batch,
-    step: ArrayLike,
-    key: PRNGKeyArray,
-) -> tuple[Any, Any, pl.SolutionPool | None, Array]:
-    """One step on the batch `batches[step]` (of an epoch's `(steps, batch, ...)`
-    batches): mean loss, gradient, update. The noise key is `fold_in(key, step)`.
-
-    `pool` is the solution pool of a loss over one (`AbstractPoolLoss`), which
-    refreshes it and returns the new one; `None` for any other loss."""
-    batch = jax.tree.map(lambda a: a[step], batches)
-    key = jax.random.fold_in(key, step)
-
-    def mean_loss(model):
-        theta = jax.vmap(model)(batch.x)
-        if isinstance(loss, AbstractPoolLoss):
-            assert pool is not None
-            values, new_pool = loss.value_and_pool(theta, batch, pool, key=key)
-            return jnp.mean(values), new_pool
-        return jnp.mean(loss(theta, batch, key=key)), None
-
-    grad = eqx.filter_value_and_grad(mean_loss, has_aux=True)
-    (value, pool), grads = grad(model)
-    params = eqx.filter(model, eqx.is_inexact_array)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return eqx.apply_updates(model, updates), opt_state, pool, value
-
-
-@eqx.filter_jit
-def train_steps(
-    model: Any,
-    opt_state: Any,
-    pool: pl.SolutionPool | None,
-    loss: Loss,
-    optimizer: optax.GradientTransformation,
-    batches: Batch,
-    start: ArrayLike,
-    stop: ArrayLike,
-    key: PRNGKeyArray,
-    losses: Float[ArrayLike, " steps"],
-) -> tuple[Any, Any, pl.SolutionPool | None, Float[Array, " steps"]]:
-    """Steps `start, …, stop − 1` of an epoch in one call (a `fori_loop` of
-    `train_step`, the pool in its carry; `start` and `stop` are traced, so one
-    compilation serves every call). `losses[step]` receives each step's loss."""
-    arrays, static = eqx.partition(model, eqx.is_array)
-
-    def body(step, carry):
-        arrays, opt_state, pool, losses = carry
-        model = eqx.combine(arrays, static)
-        model, opt_state, pool, value = train_step(
-            model, opt_state, pool, loss, optimizer, batches, step, key
-        )
-        arrays = eqx.filter(model, eqx.is_array)
-        return arrays, opt_state, pool, losses.at[step].set(value)
-
-    carry = (arrays, opt_state, pool, jnp.asarray(losses))
-    arrays, opt_state, pool, filled = jax.lax.fori_loop(start, stop, body, carry)
-    return eqx.combine(arrays, static), opt_state, pool, filled
-
-
-@eqx.filter_jit
-def _set(losses: Float[ArrayLike, " steps"], step: ArrayLike, value: Array) -> Array:
-    return jnp.asarray(losses).at[step].set(value)
 
 
 def _finite(model: Any) -> bool:
@@ -183,18 +98,18 @@ def train(
         log, progress = _silent, False
     progress = progress and _is_terminal(sys.stderr)
     out = pathlib.Path(out)
-    run = guard.open_run(out, resume=resume, log=log) if main else None
+    folder = guard.open_run(out, resume=resume, log=log) if main else None
     try:
         changes: dict[str, tuple[Any, Any]] = {}
         if resume and (out / files.CONFIG).exists():
             saved_config = read_yaml(out / files.CONFIG)
             changes = guard.config_changes(saved_config, config.model_dump(mode="json"))
             guard.check_changes(changes, allow_changes, str(out))
-        return _train(config, out, run, resume, changes, source, progress, log,
+        return _train(config, out, folder, resume, changes, source, progress, log,
                       on_epoch_end, plots)  # fmt: skip
     finally:
-        if run is not None:
-            run.close()
+        if folder is not None:
+            folder.close()
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -207,7 +122,7 @@ def _is_terminal(stream: Any) -> bool:
 def _train(
     config: Config,
     out: pathlib.Path,
-    run: guard.RunFolder | None,
+    folder: guard.RunFolder | None,
     resume: bool,
     changes: dict[str, tuple[Any, Any]],
     source: str,
@@ -216,41 +131,31 @@ def _train(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
     plots: bool,
 ) -> dict[str, Any]:
-    main = run is not None
-    checkpoint = out / files.CHECKPOINT
+    main = folder is not None
+    training = config.training
     parallel.sync("perturbed_layers: run folder checked")  # before process 0 writes
     start = time.perf_counter()
+    mesh = _mesh(config, source)
     exp = build(config, source)
     data, task = exp.dataset, exp.dataset.task
-    training = config.training
-    try:
-        mesh = parallel.make_mesh(
-            config.mesh,
-            batch_size=training.batch_size,
-            num_samples=exp.layer.num_samples,
-            chunk_size=exp.layer.chunk_size,
-        )
-    except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from None
     log(f"run folder: {out}")
     log(f"data: {data.description} ({time.perf_counter() - start:.1f} s)")
     log(f"devices: {_describe(mesh)}")
-    model, opt_state, key, pool = exp.model, exp.opt_state, exp.key, exp.pool
+    run = Run(out, exp.key, write=main)
+    state, key = State(exp.model, exp.opt_state, exp.pool), exp.key
     history: list[dict[str, Any]] = []
     first_epoch = 1
-    if resume and checkpoint.exists():
-        model, opt_state, epoch, key, pool = files.load_checkpoint(
-            checkpoint, model, opt_state, key, pool
-        )
+    if resume and run.checkpoint.exists():
+        model, opt_state, epoch, key, pool = run.load(*state)
+        state = State(model, opt_state, pool)
         if epoch > training.epochs:
             raise guard.RunFolderError(
-                f"training.epochs: {training.epochs}, but {checkpoint} is at epoch "
-                f"{epoch} already"
+                f"training.epochs: {training.epochs}, but {run.checkpoint} is at "
+                f"epoch {epoch} already"
             )
-        records, torn = files.read_metrics(out / files.METRICS)
+        history, torn = run.history(up_to=epoch)
         if torn:
             log(f"repairing {torn}")
-        history = [r for r in records if r["epoch"] <= epoch]
         first_epoch = epoch + 1
         log(f"resuming after epoch {epoch}")
     elif resume:
@@ -261,25 +166,12 @@ def _train(
     for key_path, (was, now) in changes.items():
         log(f"allowed change: {key_path}: {short(was)} in the run, {short(now)} now")
     parallel.sync("perturbed_layers: checkpoint read")  # before process 0 rewrites
-    if run is not None:  # the config has proved to build (and fit the checkpoint)
-        run.start(config.name)
+    if folder is not None:  # the config has proved to build (and fit the checkpoint)
+        folder.start(config.name)
         if resume:
-            run.record_resume(first_epoch - 1, changes)
-            files.write_metrics(out / files.METRICS, history)
-        files.write_text(out / files.CONFIG, dump_config(config))
-    saved = first_epoch - 1  # the epoch of the checkpoint on disk
-
-    def save(model: Any, opt_state: Any, pool: Any, epoch: int) -> None:
-        if main:
-            host_model, host_opt_state, host_pool = parallel.to_host(
-                (model, opt_state, pool)
-            )
-            files.save_checkpoint(
-                checkpoint, host_model, host_opt_state, epoch, exp.key, host_pool
-            )
-
-    def evaluate(model: Any) -> dict[str, float]:
-        return test_metrics(exp, parallel.local_copy(model), chunk)
+            folder.record_resume(first_epoch - 1, changes)
+            run.rewrite(history)
+    run.write_config(dump_config(config))
 
     chunk = training.eval_batch_size
     trivial = trivial_metrics(exp, chunk)
@@ -287,21 +179,20 @@ def _train(
         f"trivial predictor ({trivial['predictor']}): "
         f"{format_metrics(trivial, task.headline)}"
     )
-
     if not history:
-        record = {"epoch": 0, **evaluate(model)}
-        if main:
-            files.append_metrics(out / files.METRICS, record)
-        save(model, opt_state, pool, 0)
+        record = {
+            "epoch": 0,
+            **test_metrics(exp, parallel.local_copy(state.model), chunk),
+        }
+        run.append(record)
+        run.save(*state, 0)
         history.append(record)
         log(f"epoch 0/{training.epochs}  {format_metrics(record, task.headline)}")
 
     # Parameters, optimiser state, key and pool on every device of the mesh; the
     # training set on the host, from which each epoch's batches are placed (each
     # process its own rows).
-    model, opt_state, key, pool = parallel.replicate(
-        (model, opt_state, key, pool), mesh
-    )
+    state, key = parallel.replicate((state, key), mesh)
     train_rows = parallel.to_host(data.train)
     n_train = int(data.train.x.shape[0])
     num_batches = n_train // training.batch_size
@@ -309,50 +200,17 @@ def _train(
         order = np.random.default_rng((training.seed, epoch)).permutation(n_train)
         order = order[: num_batches * training.batch_size].astype(np.int32)
         order = order.reshape(num_batches, training.batch_size)
-        metric = f"test {task.headline}"
-        last = f"{history[-1][f'test_{task.headline}']:.4f}"
-        bar = tqdm(
-            total=num_batches,
-            desc=f"epoch {epoch}/{training.epochs}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        tic, shown = time.perf_counter(), time.perf_counter()
-        calls = range(0, num_batches, training.steps_per_call)
+        bar = _ProgressBar(epoch, training.epochs, num_batches, task.headline,
+                           history[-1], progress)  # fmt: skip
+        tic = time.perf_counter()
         try:
-            with jax.set_mesh(mesh):
-                batches = parallel.epoch_batches(train_rows, order, mesh)
-                epoch_key = jax.random.fold_in(key, epoch)
-                # Replicated from the start, as the compiled calls return it: a
-                # host array in the first call would compile the step twice.
-                losses = parallel.replicate(
-                    np.full(num_batches, np.nan, np.float32), mesh
-                )
-                for begin in calls:
-                    end = min(begin + training.steps_per_call, num_batches)
-                    if training.steps_per_call == 1:  # no loop around the step
-                        model, opt_state, pool, value = train_step(
-                            model, opt_state, pool, exp.loss, exp.optimizer,
-                            batches, np.int32(begin), epoch_key,
-                        )  # fmt: skip
-                        losses = _set(losses, np.int32(begin), value)
-                    else:
-                        model, opt_state, pool, losses = train_steps(
-                            model, opt_state, pool, exp.loss, exp.optimizer,
-                            batches, np.int32(begin), np.int32(end), epoch_key,
-                            losses,
-                        )  # fmt: skip
-                    bar.update(end - begin)
-                    if progress and time.perf_counter() - shown > 0.5:
-                        # Waits for these steps; the metric is the last epoch's.
-                        value = float(parallel.to_host(losses)[end - 1])
-                        bar.set_postfix({"loss": f"{value:.4f}", metric: last})
-                        shown = time.perf_counter()
-                losses = parallel.to_host(losses)  # waits for the epoch
+            state, losses = run_epoch(
+                state, exp.loss, exp.optimizer, train_rows, order, mesh,
+                jax.random.fold_in(key, epoch), training.steps_per_call, bar.update,
+            )  # fmt: skip
         except eqx.EquinoxRuntimeError as error:
             what = f"the solver refused its input ({first_line(error)})"
-            raise diverged(out, epoch, saved, what, main) from None
+            raise run.diverged(epoch, what) from None
         finally:
             bar.close()
         train_seconds = time.perf_counter() - tic
@@ -362,24 +220,21 @@ def _train(
             what = (
                 f"the training loss is {losses[step]} at step {step + 1}/{num_batches}"
             )
-            raise diverged(out, epoch, saved, what, main)
-        if not _finite(model):
-            raise diverged(
-                out, epoch, saved, "the parameters are no longer finite", main
-            )
+            raise run.diverged(epoch, what)
+        if not _finite(state.model):
+            raise run.diverged(epoch, "the parameters are no longer finite")
         tic = time.perf_counter()
+        model = parallel.local_copy(state.model)
         record = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
-            **evaluate(model),
+            **test_metrics(exp, model, chunk),
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tic,
         }
-        if main:
-            files.append_metrics(out / files.METRICS, record)
+        run.append(record)
         if epoch % training.checkpoint_every == 0 or epoch == training.epochs:
-            save(model, opt_state, pool, epoch)
-            saved = epoch
+            run.save(*state, epoch)
         history.append(record)
         log(
             f"epoch {epoch}/{training.epochs}  {format_metrics(record, task.headline)}  "
@@ -388,10 +243,46 @@ def _train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    model = parallel.local_copy(model)
+    model = parallel.local_copy(state.model)
     return finish(
         config, out, model, exp, history, trivial, log, write=main, plots=plots
     )
+
+
+def _mesh(config: Config, source: str) -> Mesh:
+    """The training mesh, from the config alone (before anything is built)."""
+    try:
+        return parallel.make_mesh(
+            config.mesh,
+            batch_size=config.training.batch_size,
+            num_samples=getattr(config.layer, "num_samples", 1),
+            chunk_size=getattr(config.layer, "chunk_size", None),
+        )
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+class _ProgressBar:
+    """A tqdm bar over an epoch's steps, showing the loss (at most twice a second:
+    reading it waits for the steps) and the last epoch's test metric."""
+
+    def __init__(self, epoch, epochs, steps, headline, last, enabled):
+        self.metric = f"test {headline}"
+        self.last = f"{last[f'test_{headline}']:.4f}"
+        self.enabled, self.shown, self.done = enabled, time.perf_counter(), 0
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}",
+                        disable=not enabled, leave=False, dynamic_ncols=True)  # fmt: skip
+
+    def update(self, end: int, losses: Array) -> None:
+        self.bar.update(end - self.done)
+        self.done = end
+        if self.enabled and time.perf_counter() - self.shown > 0.5:
+            value = float(parallel.to_host(losses)[end - 1])
+            self.bar.set_postfix({"loss": f"{value:.4f}", self.metric: self.last})
+            self.shown = time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _silent(message: str) -> None:
