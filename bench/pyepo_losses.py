@@ -17,8 +17,13 @@ difference between the two sides is the loss (and its solver):
   ("JAX pool caching is not supported under jax.jit"): its loss and gradient run
   eagerly, the optimiser update jitted.
 - ours: the `perturbed_layers` loss around `pl.Perturbed(pl.solvers.pyepo_shortest_path,
-  objective="min", event_ndim=1, ...)` (an exact dynamic-programming solver in JAX),
-  one `eqx.filter_jit` train step per batch (the batch gathered on the device).
+  objective="min", event_ndim=1, ...)` (an exact dynamic-programming solver in JAX).
+
+Both JAX sides train with the library's own step (`perturbed_layers.experiments.
+train_step`, one call per batch, through bench/training.py: the CLI's noise keys and
+solution pool, PyEPO's batches), the loss as an experiments training loss (ours: the
+registry's SPO+, NCE and PFYL entries); PyEPO's NCE runs the same step without
+`jax.jit`.
 
 The loss forms follow PyEPO's training examples: SPO+ `spop(cp, c, w, z)`; DBB and
 I-MLE are layers whose output w feeds the L1 loss mean |⟨c, w⟩ − z*| with z* the
@@ -55,8 +60,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _common as C
 
@@ -68,8 +74,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pyepo_compare as PC  # noqa: E402
+from jaxtyping import Array  # noqa: E402
+from training import Trainer  # noqa: E402
 
 import perturbed_layers as pl  # noqa: E402
+from perturbed_layers.experiments import (  # noqa: E402
+    LOSSES as REGISTRY,
+    AbstractLoss,
+    train_step,
+)
 
 GRID, BATCH, LR = PC.GRID, PC.BATCH, PC.LR
 SIGMA = PC.SIGMA  # PFYL and I-MLE noise scale
@@ -85,113 +98,68 @@ SPEEDUP_TARGET, REGRET_TOLERANCE_POINTS = 10.0, 0.5
 _log = PC._log
 
 
-def _regret_l1(w, c, z):
-    """PyEPO's DBB / I-MLE training loss: mean |⟨c, w⟩ − z*| (the mean regret)."""
-    return jnp.mean(jnp.abs(jnp.sum(w * c, axis=1) - z[:, 0]))
+class PyEPOBatch(NamedTuple):
+    """The fields of `perturbed_layers.experiments.Batch` (inputs, true solutions
+    w*, true costs) and `z`, PyEPO's optimal objectives z* (Gurobi's, shape (N, 1)),
+    which the L1 regret of DBB and I-MLE reads."""
+
+    x: Array
+    y: Array
+    costs: Array
+    z: Array
 
 
-def _linear(w0, b0):
-    model = eqx.nn.Linear(PC.NUM_FEATURES, w0.shape[0], key=jax.random.key(0))
-    return eqx.tree_at(
-        lambda m: (m.weight, m.bias), model, (jnp.asarray(w0), jnp.asarray(b0))
-    )
+class RegretL1(AbstractLoss):
+    """PyEPO's DBB / I-MLE training loss: |⟨c, w⟩ − z*| per instance, w the output of
+    `layer` (ours: a `pl` layer; PyEPO-JAX: its function) and z* the batch's `z`, so
+    that `train_step`'s mean over the batch is PyEPO's loss (the mean regret)."""
+
+    layer: Any
+    keyed: bool = eqx.field(static=True)
+
+    def __call__(self, theta, batch, *, key):
+        w = self.layer(theta, key=key) if self.keyed else self.layer(theta)
+        return jnp.abs(jnp.sum(w * batch.costs, axis=1) - batch.z[:, 0])
 
 
-class Trainer:
-    """One side (ours or PyEPO-JAX) for one loss: the same model, optimiser, batches.
+class PyEPOLoss(AbstractLoss):
+    """One of PyEPO-JAX's losses, `fn(theta, batch, key)`, which returns the batch
+    mean: repeated per instance, so that `train_step`'s mean is PyEPO's value."""
 
-    `loss_fn(pred, c, w, z, key, state) -> (scalar, new_state)`; `state` is our
-    solution pool for NCE, else None. `jit=False` runs the loss and its gradient
-    eagerly (PyEPO's NCE), the optimiser update jitted."""
+    fn: Callable = eqx.field(static=True)
 
-    def __init__(self, loss_fn, w0, b0, data, seed, state=None, jit=True):
-        self.model = _linear(w0, b0)
-        self.opt = optax.adam(LR)
-        self.opt_state = self.opt.init(eqx.filter(self.model, eqx.is_array))
-        self.x = jnp.asarray(data["x_train"])
-        self.c = jnp.asarray(data["c_train"])
-        self.w = data["w_train"]
-        self.z = data["z_train"]
-        self.key = jax.random.key(seed)
-        self.state = state
-        self.i = 0
-        opt = self.opt
+    def __call__(self, theta, batch, *, key):
+        return jnp.broadcast_to(self.fn(theta, batch, key), theta.shape[:1])
 
-        def grads_of(model, x, c, w, z, key, state):
-            def objective(m):
-                return loss_fn(jax.vmap(m)(x), c, w, z, key, state)
 
-            (value, state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
-                model
-            )
-            return value, state, grads
+@eqx.filter_jit
+def _update(model, opt_state, grads, optimizer):
+    params = eqx.filter(model, eqx.is_inexact_array)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return eqx.apply_updates(model, updates), opt_state
 
-        def update(model, opt_state, grads):
-            updates, opt_state = opt.update(grads, opt_state, model)
-            return eqx.apply_updates(model, updates), opt_state
 
-        if jit:
+def eager_step(model, opt_state, pool, loss, optimizer, batches, step, key):
+    """`train_step` with the loss and its gradient run eagerly, for PyEPO's NCE,
+    which refuses `jax.jit` ("JAX pool caching is not supported under jax.jit"):
+    the same batch, key and mean, the optimiser update jitted."""
+    batch = jax.tree.map(lambda a: a[step], batches)
+    key = jax.random.fold_in(key, step)
 
-            @eqx.filter_jit
-            def step(model, opt_state, state, idx, key, i):
-                x, c, w, z = self.x[idx], self.c[idx], self.w[idx], self.z[idx]
-                k = jax.random.fold_in(key, i)
-                value, state, grads = grads_of(model, x, c, w, z, k, state)
-                model, opt_state = update(model, opt_state, grads)
-                return model, opt_state, state, value
+    def mean_loss(model):
+        return jnp.mean(loss(jax.vmap(model)(batch.x), batch, key=key))
 
-        else:
-            jupdate = eqx.filter_jit(update)
-
-            def step(model, opt_state, state, idx, key, i):
-                idx = jnp.asarray(idx)
-                x, c, w, z = self.x[idx], self.c[idx], self.w[idx], self.z[idx]
-                k = jax.random.fold_in(key, i)
-                value, state, grads = grads_of(model, x, c, w, z, k, state)
-                model, opt_state = jupdate(model, opt_state, grads)
-                return model, opt_state, state, value
-
-        self.step = step
-
-    def compile(self, batches) -> float:
-        """Trace and compile for every batch size of the epoch (results dropped)."""
-        t0 = time.perf_counter()
-        for bs in sorted({len(b) for b in batches}):
-            idx = np.arange(bs, dtype=np.int32)
-            C.block(
-                self.step(
-                    self.model, self.opt_state, self.state, idx, self.key, np.int32(0)
-                )
-            )
-        return time.perf_counter() - t0
-
-    def epoch(self, batches) -> float:
-        model, opt_state, state = self.model, self.opt_state, self.state
-        t0 = time.perf_counter()
-        for idx in batches:
-            model, opt_state, state, _ = self.step(
-                model,
-                opt_state,
-                state,
-                idx.astype(np.int32),
-                self.key,
-                np.int32(self.i),
-            )
-            self.i += 1
-        C.block((model, state))
-        seconds = time.perf_counter() - t0
-        self.model, self.opt_state, self.state = model, opt_state, state
-        return seconds
-
-    def predict(self, x) -> np.ndarray:
-        return np.asarray(jax.vmap(self.model)(jnp.asarray(x)))
+    value, grads = eqx.filter_value_and_grad(mean_loss)(model)
+    model, opt_state = _update(model, opt_state, grads, optimizer)
+    return model, opt_state, pool, value
 
 
 # ------------------------------------------------------------------ the losses
 
 
-def ours_loss(name: str, m: int, data):
-    """(loss_fn, initial state) for our side."""
+def ours_loss(name: str, m: int):
+    """Our side's training loss: the experiments registry's entry where the CLI has
+    one (SPO+, NCE, PFYL), PyEPO's L1 regret through our layer for DBB and I-MLE."""
     layer = pl.Perturbed(
         pl.solvers.pyepo_shortest_path,
         objective="min",
@@ -201,11 +169,9 @@ def ours_loss(name: str, m: int, data):
         noise=pl.Normal(),
     )
     if name == "spo":
-        loss = pl.SPOPlusLoss(layer)
-        return lambda p, c, w, z, k, s: (loss(p, c, y_true=w).mean(), s), None
+        return REGISTRY["spo_plus"](name="spo_plus").build(layer)
     if name == "dbb":
-        dbb = pl.BlackboxDifferentiation(layer, lambd=LAMBD)
-        return lambda p, c, w, z, k, s: (_regret_l1(dbb(p), c, z), s), None
+        return RegretL1(pl.BlackboxDifferentiation(layer, lambd=LAMBD), keyed=False)
     if name == "imle":
         imle = pl.IMLE(
             layer,
@@ -214,32 +180,25 @@ def ours_loss(name: str, m: int, data):
             num_samples=m,
             sigma=SIGMA,
         )
-        return lambda p, c, w, z, k, s: (_regret_l1(imle(p, key=k), c, z), s), None
+        return RegretL1(imle, keyed=True)
     if name == "nce":
-        loss = pl.NCELoss(layer, solve_ratio=1.0)
-        pool = pl.SolutionPool.from_solutions(data["w_train"], capacity=POOL_CAPACITY)
-
-        def nce(p, c, w, z, k, pool):
-            values, pool = loss.value_and_pool(p, w, pool, key=k)
-            return values.mean(), pool
-
-        return nce, pool
+        options = {"solve_ratio": 1.0, "pool_capacity": POOL_CAPACITY}
+        return REGISTRY["nce"](name="nce", **options).build(layer)
     if name == "pfyl":
-        loss = pl.FenchelYoungLoss(layer)
-        return lambda p, c, w, z, k, s: (loss(p, w, key=k).mean(), s), None
+        return REGISTRY["fenchel_young"](name="fenchel_young").build(layer)
     raise ValueError(name)
 
 
 def pyepo_loss(name: str, m: int, optmodel, dataset):
-    """(loss_fn, jit?) for PyEPO's JAX front end."""
+    """(training loss, jit?) for PyEPO's JAX front end."""
     from pyepo.func import jax as pj
 
     if name == "spo":
         spop = pj.SPOPlus(optmodel, processes=1)
-        return lambda p, c, w, z, k, s: (spop(p, c, w, z), s), True
+        return PyEPOLoss(lambda p, b, k: spop(p, b.costs, b.y, b.z)), True
     if name == "dbb":
         dbb = pj.blackboxOpt(optmodel, lambd=LAMBD, processes=1)
-        return lambda p, c, w, z, k, s: (_regret_l1(dbb(p), c, z), s), True
+        return RegretL1(dbb, keyed=False), True
     if name == "imle":
         imle = pj.implicitMLE(
             optmodel,
@@ -250,13 +209,13 @@ def pyepo_loss(name: str, m: int, optmodel, dataset):
             n_iterations=N_ITER,
             processes=1,
         )
-        return lambda p, c, w, z, k, s: (_regret_l1(imle(p, key=k), c, z), s), True
+        return RegretL1(imle, keyed=True), True
     if name == "nce":
         nce = pj.NCE(optmodel, processes=1, solve_ratio=1.0, dataset=dataset)
-        return lambda p, c, w, z, k, s: (nce(p, w), s), False
+        return PyEPOLoss(lambda p, b, k: nce(p, b.y)), False
     if name == "pfyl":
         pfy = pj.perturbedFenchelYoung(optmodel, n_samples=m, sigma=SIGMA, processes=1)
-        return lambda p, c, w, z, k, s: (pfy(p, w, key=k), s), True
+        return PyEPOLoss(lambda p, b, k: pfy(p, b.y, key=k)), True
     raise ValueError(name)
 
 
@@ -360,21 +319,33 @@ def run(
     # Our exact solver agrees with Gurobi on the training labels.
     w_ours = np.asarray(PC._exact(jnp.asarray(data["c_train"])))
     labels_agree = bool(np.array_equal(w_ours, np.asarray(data["w_train"])))
+    train = PyEPOBatch(
+        x=data["x_train"],
+        y=np.asarray(data["w_train"]),
+        costs=data["c_train"],
+        z=np.asarray(data["z_train"]),
+    )
 
     w0, b0 = PC.init_weights(seed)
     n_train = len(data["x_train"])
     shapes = PC.epoch_batches(np.random.default_rng(seed), n_train)
-    trainers: dict[str, dict[str, Trainer]] = {}
+    trainers: dict[str, dict[str, Any]] = {}
     compile_s: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     for name in losses:
         try:
-            p_fn, p_jit = pyepo_loss(name, m, optmodel, dataset)
-            o_fn, o_state = ours_loss(name, m, data)
+            p_loss, p_jit = pyepo_loss(name, m, optmodel, dataset)
+            step = train_step if p_jit else eager_step
             pair = {
-                "pyepo_jax": Trainer(p_fn, w0, b0, data, seed, jit=p_jit),
-                "ours": Trainer(o_fn, w0, b0, data, seed, state=o_state),
-            }
+                "pyepo_jax": Trainer(
+                    PC.linear_model(w0, b0), p_loss, optax.adam(LR), train, seed,
+                    step=step,
+                ),
+                "ours": Trainer(
+                    PC.linear_model(w0, b0), ours_loss(name, m), optax.adam(LR),
+                    train, seed,
+                ),
+            }  # fmt: skip
             if use_torch:
                 pair["pyepo_torch"] = TorchTrainer(
                     name, m, w0, b0, data, optmodel, dataset
@@ -488,7 +459,8 @@ def settings_text(m: int, epochs: int, use_torch: bool = False) -> str:
         f"true solutions. PFYL: σ = {SIGMA:g}, {m} samples, Gaussian noise. "
         "PyEPO-JAX: Gurobi via jax.pure_callback, 1 thread, jitted step (NCE "
         "eager: PyEPO refuses its pool under jax.jit). Ours: pl.solvers."
-        "pyepo_shortest_path, one eqx.filter_jit step per batch."
+        "pyepo_shortest_path. Both JAX sides: the library's train_step, one "
+        "call per batch."
         + (
             " PyEPO-torch: pyepo.func, same losses and hyperparameters, "
             "torch.optim.Adam, PyTorch and Gurobi on 1 thread."
