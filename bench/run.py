@@ -203,13 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     if not res["jaxopt"]["ok"]:
         C.log(f"jaxopt: {res['jaxopt']['reason']}")
 
-    for name, run in sections(args, repeats).items():
-        if name not in names:
-            continue
+    runs = sections(args, repeats)
+    for name in (name for name in SECTIONS if name in names):
         C.log(f"== {name}")
         t0 = time.perf_counter()
         try:
-            res[name] = run()
+            res[name] = runs[name]()
         except Exception as e:  # one failing section must not lose the others
             traceback.print_exc()
             res[name] = {"error": f"{type(e).__name__}: {e}"}
