@@ -141,6 +141,17 @@ def time_interleaved(
     }
 
 
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn` one after another (each call
+    waits for its result): for contenders timed alone, without interleaving."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 class Compiled(NamedTuple):
     """A compiled contender, ready to time: `fn(*args)`."""
 

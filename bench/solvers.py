@@ -28,10 +28,9 @@ Usage: python bench/solvers.py [--quick]; writes bench/results/solvers-<date>-cp
 import argparse
 import datetime
 import pathlib
-import sys
-import time
 import warnings
 
+import _common as C
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,9 +43,9 @@ from scipy.optimize import (
     milp,
 )
 
-sys.path.insert(0, str(pathlib.Path(__file__).absolute().parent.parent))
-import perturbed_layers as pl
-from perturbed_layers.solvers import (
+C.setup_path()
+import perturbed_layers as pl  # noqa: E402
+from perturbed_layers.solvers import (  # noqa: E402
     knapsack,
     linear_assignment,
     linear_program,
@@ -72,15 +71,6 @@ def linprog_batch(c, args):
             for k in range(c.shape[0])
         ]
     )
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def lsa_batch(s):
@@ -227,11 +217,11 @@ def main():
     for name, make in cases:
         ours, ref, host, layer = make()
         ours()
-        t_ours = median_time(ours, repeats)
-        t_ref = median_time(ref, max(1, repeats // 3))
-        t_host = median_time(host, max(1, repeats // 3)) if host else float("nan")
+        t_ours = C.median_seconds(ours, repeats)
+        t_ref = C.median_seconds(ref, max(1, repeats // 3))
+        t_host = C.median_seconds(host, max(1, repeats // 3)) if host else float("nan")
         host_txt = f"{1e3 * t_host:.1f}" if host else "—"
-        t_layer = median_time(layer, repeats)
+        t_layer = C.median_seconds(layer, repeats)
         line = (
             f"| {name} | {1e3 * t_ours:.1f} | {1e3 * t_ref:.1f} | {host_txt} "
             f"| {N / t_ours:,.0f} | {t_ref / t_ours:.2f}× | {1e3 * t_layer:.1f} "
