@@ -4,6 +4,7 @@ One row per target or piece of information: benchmark, metric, target, measured,
 met (True, False, or None for information) and detail. `report.py` renders it.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import _common as C
@@ -50,24 +51,11 @@ def config(g: dict[str, Any]) -> str:
     return f"({g['B']},{g['n']},{g['M']})"
 
 
-def targets_table(
-    res: dict[str, Any], sections: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """The targets table of a run's results; `sections` orders the failed ones."""
-    rows: list[dict[str, Any]] = []
+Add = Callable[..., None]
 
-    def add(bench, metric, target, measured, met, detail=""):
-        rows.append(
-            {
-                "benchmark": bench,
-                "metric": metric,
-                "target": target,
-                "measured": measured,
-                "met": met,
-                "detail": detail,
-            }
-        )
 
+def accuracy_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 1: gradient error ratios to each peer, at each M."""
     jx = res.get("jaxopt", {})
     acc = res.get("accuracy")
     if acc and "by_M" in acc:
@@ -107,6 +95,10 @@ def targets_table(
                 None,
                 jx.get("reason", ""),
             )
+
+
+def timing_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 2: time ratios to optax per row, the noise floor, every peer's fastest form."""
     tim = res.get("timing")
     if tim and "grid" in tim:
         grid = tim["grid"]
@@ -184,6 +176,11 @@ def targets_table(
                 None,
                 f"{len(jv)} configs",
             )
+
+
+def accuracy_per_second_rows(res: dict[str, Any], add: Add) -> None:
+    """Sections 1 and 2: error²·time, ours against each peer, at the headline."""
+    acc, tim = res.get("accuracy"), res.get("timing")
     if acc and "by_M" in acc and tim and "grid" in tim:
         head = next(
             (g for g in tim["grid"] if (g["B"], g["n"], g["M"]) == (32, 10, 1000)), None
@@ -212,6 +209,10 @@ def targets_table(
                 bool(values) and max(values) <= TARGETS["acc_per_s"],
                 "Monte-Carlo error² ∝ 1/M, time ∝ M: below 1 means ours reaches a given gradient error in that fraction of the peer's time",
             )
+
+
+def memory_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 3: peak memory of the run, XLA's analysis of each contender."""
     mem = res.get("memory")
     if mem and "run" in mem:
         run = mem["run"]
@@ -258,6 +259,10 @@ def targets_table(
                 (total < TARGETS["mem"]) if ours else None,
                 "compiled, not run",
             )
+
+
+def fy_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 4: the FY step against the layer and against its noise draw."""
     fy = res.get("fy")
     if fy and "ratio_fy_over_layer" in fy:
         r = fy["ratio_fy_over_layer"]
@@ -280,6 +285,10 @@ def targets_table(
                 r["median"] <= TARGETS["fy_floor"],
                 f"paired [{r['min']:.2f}, {r['max']:.2f}]",
             )
+
+
+def shortest_path_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 5: solves per second against SciPy, growth with the side."""
     sp = res.get("shortest_path")
     if sp and sp.get("results"):
         r0 = sp["results"][0]
@@ -304,6 +313,10 @@ def targets_table(
             f"ours / scipy per instance at {last['side']}×{last['side']}: "
             f"{last['ratio_to_ours']['scipy_per_instance']['median']:.1f}×",
         )
+
+
+def pyepo_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 6: seconds per epoch against PyEPO at the same regret."""
     pe = res.get("pyepo")
     if pe:
         if pe.get("error"):
@@ -344,6 +357,10 @@ def targets_table(
                     f"{name} {C.fmt_time(o['epoch_s']['median'])}/epoch, regret {100 * o['regret']:.2f}%; "
                     f"paired [{r['min']:.1f}, {r['max']:.1f}]",
                 )
+
+
+def scaling_rows(res: dict[str, Any], add: Add) -> None:
+    """Section 7: log-log slopes."""
     sc = res.get("scaling")
     if sc and "loglog_slope_upper_range" in sc:
         for axis, var in (("vs_M", "M"), ("vs_B", "B")):
@@ -356,6 +373,38 @@ def targets_table(
                 None,
                 "see scaling PNG",
             )
+
+
+def targets_table(
+    res: dict[str, Any], sections: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The targets table of a run's results: each section's rows in issue 6's
+    order, then a row per failed section (in `sections` order)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(bench, metric, target, measured, met, detail=""):
+        rows.append(
+            {
+                "benchmark": bench,
+                "metric": metric,
+                "target": target,
+                "measured": measured,
+                "met": met,
+                "detail": detail,
+            }
+        )
+
+    for part in (
+        accuracy_rows,
+        timing_rows,
+        accuracy_per_second_rows,
+        memory_rows,
+        fy_rows,
+        shortest_path_rows,
+        pyepo_rows,
+        scaling_rows,
+    ):
+        part(res, add)
     for name in sections:
         s = res.get(name)
         if isinstance(s, dict) and s.get("error") and name != "pyepo":
