@@ -3,7 +3,7 @@ the library's own step on batches chosen by the benchmark.
 
 `Trainer` runs `perturbed_layers.experiments.train_step` (and `train_steps`, the loop
 over it inside one compiled call, with `steps_per_call > 1`) as the experiments CLI
-does: a loss as the CLI builds it (an `AbstractLoss`, or an `AbstractPoolLoss` whose
+does: a loss as the CLI builds it (an `AbstractLoss`, or an `AbstractStatefulLoss` whose
 solution pool is seeded from the training set and carried from step to step), Adam's
 state, and the noise key `fold_in(fold_in(key, epoch), step)`.
 
@@ -25,12 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from perturbed_layers.experiments import AbstractPoolLoss, train_step
-
-try:
-    from perturbed_layers.experiments import train_steps
-except ImportError:  # before the package exported it (experiments/_train.py)
-    from perturbed_layers.experiments._train import train_steps
+from perturbed_layers.experiments import AbstractStatefulLoss, train_step, train_steps
 
 
 class Trainer:
@@ -58,7 +53,9 @@ class Trainer:
         self.opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         self.train = train
         self.pool = (
-            loss.initial_pool(train) if isinstance(loss, AbstractPoolLoss) else None
+            loss.initial_state(train)
+            if isinstance(loss, AbstractStatefulLoss)
+            else None
         )
         self.key = jax.random.key(seed)
         self.steps_per_call = steps_per_call

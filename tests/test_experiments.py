@@ -210,13 +210,16 @@ def test_a_pool_loss_builds_with_its_pool_seeded_from_the_training_solutions():
     small = ["data.num_data=300", "data.test_size=100"]
     options = ["loss.name=ltr_pairwise", "loss.margin=0.5", "loss.pool_capacity=64"]
     exp = ex.build(ex.load_config(PYEPO, [*small, *options]))
-    assert isinstance(exp.loss, ex.AbstractPoolLoss) and exp.pool is not None
+    assert isinstance(exp.loss, ex.AbstractStatefulLoss) and exp.loss_state is not None
     assert exp.loss.loss.margin == 0.5  # pyright: ignore[reportAttributeAccessIssue]
     train_y = np.asarray(exp.dataset.train.y)
     distinct = np.unique(train_y, axis=0)
-    assert exp.pool.capacity == 64 and exp.pool.event_shape == train_y.shape[1:]
-    assert int(exp.pool.size) == min(len(distinct), 64)
-    stored = np.asarray(exp.pool.solutions)[: int(exp.pool.size)]
+    assert (
+        exp.loss_state.capacity == 64
+        and exp.loss_state.event_shape == train_y.shape[1:]
+    )
+    assert int(exp.loss_state.size) == min(len(distinct), 64)
+    stored = np.asarray(exp.loss_state.solutions)[: int(exp.loss_state.size)]
     assert {tuple(row) for row in stored} <= {tuple(row) for row in distinct}
     # Every other loss carries no pool.
-    assert ex.build(ex.load_config(PYEPO, small)).pool is None
+    assert ex.build(ex.load_config(PYEPO, small)).loss_state is None

@@ -73,16 +73,16 @@ def test_a_pool_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(
     with pytest.raises(KeyboardInterrupt):
         ex.train(config, cut, on_epoch_end=interrupt, **quiet)
     exp = ex.build(config)
-    assert exp.pool is not None
+    assert exp.loss_state is not None
 
     def pool_of(run):
         *_, pool = files.load_checkpoint(
-            run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key, exp.pool
+            run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key, exp.loss_state
         )
         return np.asarray(pool.solutions), int(pool.size)
 
     after_one = pool_of(cut)
-    seeded = (np.asarray(exp.pool.solutions), int(exp.pool.size))
+    seeded = (np.asarray(exp.loss_state.solutions), int(exp.loss_state.size))
     assert not np.array_equal(after_one[0], seeded[0])  # the pool was refreshed
     ex.train(config, cut, resume=True, **quiet)
     records = [files.read_metrics(run / files.METRICS)[0] for run in (whole, cut)]

@@ -339,7 +339,7 @@ def test_checkpoint_holds_the_solution_pool(tmp_path):
     # A pool of another capacity, or none, does not fit: the message says which.
     other = pl.SolutionPool.empty(6, (4,), np.float32)
     with pytest.raises(
-        files.RunFileError, match=r"solution pool .* need float32 \(6, 4\)"
+        files.RunFileError, match=r"loss state .* need float32 \(6, 4\)"
     ):
         files.load_checkpoint(path, model, opt_state, key, other)
     with pytest.raises(files.RunFileError, match="changed model, optimizer or loss"):

@@ -70,7 +70,8 @@ from ._run_guard import (
 )
 from ._tasks import (
     AbstractLoss as AbstractLoss,
-    AbstractPoolLoss as AbstractPoolLoss,
+    AbstractMeasuringLoss as AbstractMeasuringLoss,
+    AbstractStatefulLoss as AbstractStatefulLoss,
     AbstractTask as AbstractTask,
     Batch as Batch,
     Dataset as Dataset,

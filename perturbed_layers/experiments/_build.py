@@ -12,17 +12,19 @@ import perturbed_layers as pl
 
 from ._config import Config, ConfigError
 from ._parallel import SAMPLES
-from ._tasks import AbstractPoolLoss, Dataset, Loss
+from ._tasks import AbstractStatefulLoss, Dataset, Loss
 
 
 @dataclasses.dataclass
 class Experiment:
-    """Everything a config builds: data, model, layer, loss, optimiser, key, pool.
+    """Everything a config builds: data, model, layer, loss, optimiser, key, and
+    the loss's state.
 
     `key` is the training key (noise and nothing else); the model was initialised
-    from its sibling, both split from `training.seed`. `pool` is the solution pool
-    before the first step (seeded with the training set's target solutions) for a
-    loss over a pool (`AbstractPoolLoss`), `None` for every other loss.
+    from its sibling, both split from `training.seed`. `loss_state` is the state of
+    an `AbstractStatefulLoss` before the first step (a solution pool seeded with the
+    training set's target solutions, AI-MLE's initial step), `None` for every other
+    loss.
     """
 
     dataset: Dataset
@@ -32,7 +34,7 @@ class Experiment:
     optimizer: optax.GradientTransformation
     opt_state: Any
     key: PRNGKeyArray
-    pool: pl.SolutionPool | None = None
+    loss_state: Any = None
 
 
 # An optax transformation is a pair of closures, a static part of the compiled step:
@@ -80,7 +82,11 @@ def build(config: Config, source: str = "<config>") -> Experiment:
     optimizer = _optimizer(config.optimizer, steps)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     loss = config.loss.build(layer)
-    pool = (
-        loss.initial_pool(dataset.train) if isinstance(loss, AbstractPoolLoss) else None
+    loss_state = (
+        loss.initial_state(dataset.train)
+        if isinstance(loss, AbstractStatefulLoss)
+        else None
     )
-    return Experiment(dataset, model, layer, loss, optimizer, opt_state, key, pool)
+    return Experiment(
+        dataset, model, layer, loss, optimizer, opt_state, key, loss_state
+    )

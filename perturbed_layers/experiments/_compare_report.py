@@ -65,8 +65,9 @@ def table(comparison: Comparison, results: list[dict[str, Any]]) -> str:
             for s in settings
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
-    wall = sum(r["wall_seconds"] for r in results if r["side"] == "ours")
-    lines += ["", f"Wall time of our {len(ours)} cells' runs: {wall:.0f} s.", ""]
+    runs = [r for r in results if r["side"] == "ours"]
+    wall = sum(r["wall_seconds"] for r in runs)
+    lines += ["", f"Wall time of our {len(runs)} runs: {wall:.0f} s.", ""]
     peers = sorted({r["side"] for r in results} - {"ours"})
     for side in peers:
         lines += _beside(results, side, scale, unit, metric)

@@ -149,7 +149,7 @@ def evaluate(
     config = load_config(run / files.CONFIG)
     exp = build(config, str(run / files.CONFIG))
     model, _, epoch, *_ = files.load_checkpoint(
-        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key, exp.pool
+        run / files.CHECKPOINT, exp.model, exp.opt_state, exp.key, exp.loss_state
     )
     chunk = config.training.eval_batch_size
     result = {

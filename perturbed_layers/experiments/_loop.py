@@ -9,11 +9,12 @@ of steps to run. Fewer, longer calls save the per-call dispatch, which dominates
 small models (but XLA:CPU runs convolutions several times slower inside the loop);
 every step's loss still reaches the progress bar and the divergence check.
 
-**Training state.** Parameters, optimiser state and, for a loss over a solution pool
-(NCE, CMAP, learning to rank), the `pl.SolutionPool`: a fixed-capacity array seeded
-with the training set's target solutions before epoch 0, refreshed inside the compiled
-step, carried by the `fori_loop`, and saved in every checkpoint. Other losses carry
-`None` in its place.
+**Training state.** Parameters, optimiser state and the loss's state: for a loss over
+a solution pool (NCE, CMAP, learning to rank) the `pl.SolutionPool`, a fixed-capacity
+array seeded with the training set's target solutions before epoch 0 and refreshed
+inside the compiled step; for AI-MLE its adapted step size, measured in the backward
+pass. It is carried by the `fori_loop` and saved in every checkpoint. Other losses
+carry `None` in its place.
 """
 
 from collections.abc import Callable
@@ -28,59 +29,63 @@ from jax.sharding import Mesh
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-import perturbed_layers as pl
-
 from . import _parallel as parallel
-from ._tasks import AbstractPoolLoss, Batch, Loss
+from ._tasks import AbstractMeasuringLoss, AbstractStatefulLoss, Batch, Loss
 
 
 class State(NamedTuple):
-    """What training changes: the model, the optimiser state, the solution pool."""
+    """What training changes: the model, the optimiser state, the loss's state (a
+    solution pool, AI-MLE's step size; `None` for a loss without)."""
 
     model: Any
     opt_state: Any
-    pool: pl.SolutionPool | None
+    loss_state: Any
 
 
 @eqx.filter_jit
 def train_step(
     model: Any,
     opt_state: Any,
-    pool: pl.SolutionPool | None,
+    loss_state: Any,
     loss: Loss,
     optimizer: optax.GradientTransformation,
     batches: Batch,
     step: ArrayLike,
     key: PRNGKeyArray,
-) -> tuple[Any, Any, pl.SolutionPool | None, Array]:
+) -> tuple[Any, Any, Any, Array]:
     """One step on the batch `batches[step]` (of an epoch's `(steps, batch, ...)`
     batches): mean loss, gradient, update. The noise key is `fold_in(key, step)`.
 
-    `pool` is the solution pool of a loss over one (`AbstractPoolLoss`), which
-    refreshes it and returns the new one; `None` for any other loss."""
+    `loss_state` is the state of an `AbstractStatefulLoss` (a solution pool, which
+    the loss refreshes; AI-MLE's step size, which the loss's backward pass
+    measures), returned updated; `None` for any other loss."""
     batch = jax.tree.map(lambda a: a[step], batches)
     key = jax.random.fold_in(key, step)
 
-    def mean_loss(model):
+    def mean_loss(model, loss_state):
         theta = jax.vmap(model)(batch.x)
-        if isinstance(loss, AbstractPoolLoss):
-            assert pool is not None
-            values, new_pool = loss.value_and_pool(theta, batch, pool, key=key)
-            return jnp.mean(values), new_pool
+        if isinstance(loss, AbstractStatefulLoss):
+            values, new_state = loss.value_and_state(theta, batch, loss_state, key=key)
+            return jnp.mean(values), new_state
         return jnp.mean(loss(theta, batch, key=key)), None
 
-    grad = eqx.filter_value_and_grad(mean_loss, has_aux=True)
-    (value, pool), grads = grad(model)
+    if isinstance(loss, AbstractMeasuringLoss):
+        grad = eqx.filter_value_and_grad(lambda both: mean_loss(*both), has_aux=True)
+        (value, new_state), (grads, measured) = grad((model, loss_state))
+        loss_state = loss.next_state(new_state, measured)
+    else:
+        grad = eqx.filter_value_and_grad(mean_loss, has_aux=True)
+        (value, loss_state), grads = grad(model, loss_state)
     params = eqx.filter(model, eqx.is_inexact_array)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return eqx.apply_updates(model, updates), opt_state, pool, value
+    return eqx.apply_updates(model, updates), opt_state, loss_state, value
 
 
 @eqx.filter_jit
 def train_steps(
     model: Any,
     opt_state: Any,
-    pool: pl.SolutionPool | None,
+    loss_state: Any,
     loss: Loss,
     optimizer: optax.GradientTransformation,
     batches: Batch,
@@ -88,24 +93,24 @@ def train_steps(
     stop: ArrayLike,
     key: PRNGKeyArray,
     losses: Float[ArrayLike, " steps"],
-) -> tuple[Any, Any, pl.SolutionPool | None, Float[Array, " steps"]]:
+) -> tuple[Any, Any, Any, Float[Array, " steps"]]:
     """Steps `start, …, stop − 1` of an epoch in one call (a `fori_loop` of
-    `train_step`, the pool in its carry; `start` and `stop` are traced, so one
-    compilation serves every call). `losses[step]` receives each step's loss."""
+    `train_step`, the loss's state in its carry; `start` and `stop` are traced, so
+    one compilation serves every call). `losses[step]` receives each step's loss."""
     arrays, static = eqx.partition(model, eqx.is_array)
 
     def body(step, carry):
-        arrays, opt_state, pool, losses = carry
+        arrays, opt_state, loss_state, losses = carry
         model = eqx.combine(arrays, static)
-        model, opt_state, pool, value = train_step(
-            model, opt_state, pool, loss, optimizer, batches, step, key
+        model, opt_state, loss_state, value = train_step(
+            model, opt_state, loss_state, loss, optimizer, batches, step, key
         )
         arrays = eqx.filter(model, eqx.is_array)
-        return arrays, opt_state, pool, losses.at[step].set(value)
+        return arrays, opt_state, loss_state, losses.at[step].set(value)
 
-    carry = (arrays, opt_state, pool, jnp.asarray(losses))
-    arrays, opt_state, pool, filled = jax.lax.fori_loop(start, stop, body, carry)
-    return eqx.combine(arrays, static), opt_state, pool, filled
+    carry = (arrays, opt_state, loss_state, jnp.asarray(losses))
+    arrays, opt_state, loss_state, filled = jax.lax.fori_loop(start, stop, body, carry)
+    return eqx.combine(arrays, static), opt_state, loss_state, filled
 
 
 @eqx.filter_jit
@@ -128,7 +133,7 @@ def run_epoch(
     placed on the mesh, then `steps_per_call` steps per compiled call; `on_steps(end,
     losses)` after each call (the progress bar). Returns the new state and each
     step's loss (NaN or inf where the loss was not finite)."""
-    model, opt_state, pool = state
+    model, opt_state, loss_state = state
     num_batches = order.shape[0]
     with jax.set_mesh(mesh):
         batches = parallel.epoch_batches(train_rows, order, mesh)
@@ -138,15 +143,15 @@ def run_epoch(
         for begin in range(0, num_batches, steps_per_call):
             end = min(begin + steps_per_call, num_batches)
             if steps_per_call == 1:  # no loop around the step
-                model, opt_state, pool, value = train_step(
-                    model, opt_state, pool, loss, optimizer, batches,
+                model, opt_state, loss_state, value = train_step(
+                    model, opt_state, loss_state, loss, optimizer, batches,
                     np.int32(begin), key,
                 )  # fmt: skip
                 losses = _set(losses, np.int32(begin), value)
             else:
-                model, opt_state, pool, losses = train_steps(
-                    model, opt_state, pool, loss, optimizer, batches,
+                model, opt_state, loss_state, losses = train_steps(
+                    model, opt_state, loss_state, loss, optimizer, batches,
                     np.int32(begin), np.int32(end), key, losses,
                 )  # fmt: skip
             on_steps(end, losses)
-        return State(model, opt_state, pool), parallel.to_host(losses)
+        return State(model, opt_state, loss_state), parallel.to_host(losses)

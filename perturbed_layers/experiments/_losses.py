@@ -9,6 +9,7 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
 - `regression`: ‖θ − t‖², no layer; `target: costs` fits the true costs (the
     "two-stage" or least-squares baseline of predict-then-optimise), `target:
     solution` fits the target solution itself (e.g. the ranks).
+- `aimle`: the regret through adaptive I-MLE, whose step size is training state.
 - `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`, `pg`: the decision-focused
     losses of `perturbed_layers` (SPO+, the perturbed regret, the regret through
     blackbox differentiation, the negative identity or I-MLE, the structured SVM, the
@@ -27,8 +28,8 @@ from pydantic import Field
 
 import perturbed_layers as pl
 
-from ._options import LossOptions, PositiveFloat, PositiveInt
-from ._tasks import AbstractLoss
+from ._options import FiniteFloat, LossOptions, PositiveFloat, PositiveInt
+from ._tasks import AbstractLoss, AbstractMeasuringLoss
 
 
 def _per_instance(x: Array) -> Array:
@@ -175,6 +176,62 @@ class IMLEOptions(LossOptions):
             sigma=self.sigma,
         )
         return Regret(pl.RegretLoss(imle))
+
+
+class AdaptiveIMLERegret(AbstractMeasuringLoss):
+    """The regret ⟨c, ŵ⟩ − z*(c) through AI-MLE, its adapted step the loss's state."""
+
+    aimle: pl.AdaptiveIMLE
+
+    def value_and_state(self, theta, batch, state, *, key):
+        w = self.aimle(theta, state, key=key)
+        costs = batch.costs.astype(theta.dtype)
+        sign = 1 if self.aimle.layer.objective == "min" else -1
+        regret = sign * _per_instance(costs * (w - batch.y.astype(theta.dtype)))
+        return regret, state
+
+    def initial_state(self, train):
+        del train
+        return self.aimle.init()
+
+    def next_state(self, state, measured):
+        return self.aimle.update(state, measured)
+
+
+class AdaptiveIMLEOptions(LossOptions):
+    """`loss: {name: aimle, k: 5, tau: 1, s: 10, num_samples: 1, init_beta: 1, step:
+    1e-3, target_norm: 1, decay: 0.9, momentum: 0}`: the regret through adaptive I-MLE
+    (Minervini et al.) with Sum-of-Gamma noise; its step size adapts during training
+    and is saved in checkpoints."""
+
+    name: Literal["aimle"]
+    k: PositiveInt = Field(5, description="Sum-of-Gamma k (the structure's size)")
+    tau: PositiveFloat = Field(1.0, description="Sum-of-Gamma temperature τ")
+    s: PositiveInt = Field(10, description="Sum-of-Gamma terms s")
+    num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
+    sigma: PositiveFloat = Field(1.0, description="noise scale")
+    init_beta: PositiveFloat = Field(1.0, description="β₀, the initial relative step")
+    step: PositiveFloat = Field(1e-3, description="the change of β per update")
+    target_norm: PositiveFloat = Field(
+        1.0, description="target non-zero entries per sample gradient"
+    )
+    decay: FiniteFloat = Field(0.9, ge=0, lt=1, description="running average decay")
+    momentum: FiniteFloat = Field(0.0, ge=0, lt=1, description="momentum of β")
+
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractMeasuringLoss:
+        return AdaptiveIMLERegret(
+            pl.AdaptiveIMLE(
+                layer,
+                noise=pl.SumOfGamma(self.k, tau=self.tau, s=self.s),
+                num_samples=self.num_samples,
+                sigma=self.sigma,
+                init_beta=self.init_beta,
+                step=self.step,
+                target_norm=self.target_norm,
+                decay=self.decay,
+                momentum=self.momentum,
+            )
+        )
 
 
 class PerturbationGradient(AbstractLoss):

@@ -1,9 +1,9 @@
 """The solution-pool losses as registry entries: NCE, CMAP and learning to rank.
 
 Each compares the predicted costs on a `pl.SolutionPool` that lives in the training
-state (`AbstractPoolLoss`): the pool is seeded with the training set's target
+state (`AbstractStatefulLoss`): the pool is seeded with the training set's target
 solutions before epoch 0 (PyEPO's `dataset.sols`), refreshed inside every compiled
-step (`loss.value_and_pool`: a fraction `solve_ratio` of the batch's predictions is
+step (`loss.value_and_state`: a fraction `solve_ratio` of the batch's predictions is
 solved exactly and the new solutions added), saved in each checkpoint and restored on
 resume.
 
@@ -29,7 +29,7 @@ from ._options import (
     PositiveFloat,
     PositiveInt,
 )
-from ._tasks import AbstractPoolLoss, Batch
+from ._tasks import AbstractStatefulLoss, Batch
 
 WhenFull = Literal["fifo", "keep"]
 _Loss = (
@@ -41,7 +41,7 @@ _Loss = (
 )
 
 
-class PoolLoss(AbstractPoolLoss):
+class PoolLoss(AbstractStatefulLoss):
     """A `pl` pool loss on a batch: its target is `batch.y` (a solution) or
     `batch.costs` (the true costs), as the loss declares."""
 
@@ -49,13 +49,13 @@ class PoolLoss(AbstractPoolLoss):
     capacity: int = eqx.field(static=True)
     when_full: WhenFull = eqx.field(static=True)
 
-    def value_and_pool(self, theta, batch, pool, *, key):
+    def value_and_state(self, theta, batch, state, *, key):
         target = batch.y if self.loss.target_name == "y_true" else batch.costs
         return self.loss.value_and_pool(
-            theta, target.astype(theta.dtype), pool, key=key
+            theta, target.astype(theta.dtype), state, key=key
         )
 
-    def initial_pool(self, train: Batch) -> pl.SolutionPool:
+    def initial_state(self, train: Batch) -> pl.SolutionPool:
         return pl.SolutionPool.from_solutions(
             jnp.asarray(train.y), self.capacity, when_full=self.when_full
         )
@@ -78,7 +78,7 @@ class _PoolOptions(LossOptions):
         "fifo", description="a full pool evicts its oldest solution (fifo) or keeps all"
     )
 
-    def wrap(self, loss: _Loss) -> AbstractPoolLoss:
+    def wrap(self, loss: _Loss) -> AbstractStatefulLoss:
         return PoolLoss(loss, self.pool_capacity, self.when_full)
 
 
@@ -89,7 +89,7 @@ class NCEOptions(_PoolOptions):
 
     name: Literal["nce"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractPoolLoss:
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
         return self.wrap(pl.NCELoss(layer, self.solve_ratio))
 
 
@@ -99,7 +99,7 @@ class CMAPOptions(_PoolOptions):
 
     name: Literal["cmap"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractPoolLoss:
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
         return self.wrap(pl.CMAPLoss(layer, self.solve_ratio))
 
 
@@ -109,7 +109,7 @@ class PointwiseLTROptions(_PoolOptions):
 
     name: Literal["ltr_pointwise"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractPoolLoss:
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
         return self.wrap(pl.PointwiseLTRLoss(layer, self.solve_ratio))
 
 
@@ -120,7 +120,7 @@ class PairwiseLTROptions(_PoolOptions):
     name: Literal["ltr_pairwise"]
     margin: NonNegativeFloat = Field(0.0, description="m, the hinge's margin")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractPoolLoss:
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
         loss = pl.PairwiseLTRLoss(layer, self.solve_ratio, margin=self.margin)
         return self.wrap(loss)
 
@@ -132,6 +132,6 @@ class ListwiseLTROptions(_PoolOptions):
     name: Literal["ltr_listwise"]
     temperature: PositiveFloat = Field(1.0, description="τ, of both softmaxes")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractPoolLoss:
+    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
         loss = pl.ListwiseLTRLoss(layer, self.solve_ratio, temperature=self.temperature)
         return self.wrap(loss)

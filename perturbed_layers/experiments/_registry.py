@@ -14,6 +14,7 @@ import perturbed_layers as pl
 
 from ._knapsack import KnapsackLayer, PyEPOKnapsack
 from ._losses import (
+    AdaptiveIMLEOptions,
     BlackboxOptions,
     FenchelYoungOptions,
     IMLEOptions,
@@ -76,6 +77,7 @@ LOSSES: dict[str, type[LossOptions]] = {
     "dbb": BlackboxOptions,
     "nid": NegativeIdentityOptions,
     "imle": IMLEOptions,
+    "aimle": AdaptiveIMLEOptions,
     "ssvm": StructuredSVMOptions,
     "pg": PerturbationGradientOptions,
     "nce": NCEOptions,

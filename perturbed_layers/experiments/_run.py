@@ -25,13 +25,13 @@ class Run:
     def checkpoint(self) -> pathlib.Path:
         return self.out / files.CHECKPOINT
 
-    def load(self, model: Any, opt_state: Any, pool: Any):
-        """`(model, opt_state, epoch, key, pool)` from the checkpoint."""
-        model, opt_state, epoch, key, pool = files.load_checkpoint(
-            self.checkpoint, model, opt_state, self.key, pool
+    def load(self, model: Any, opt_state: Any, loss_state: Any):
+        """`(model, opt_state, epoch, key, loss_state)` from the checkpoint."""
+        model, opt_state, epoch, key, loss_state = files.load_checkpoint(
+            self.checkpoint, model, opt_state, self.key, loss_state
         )
         self.saved = epoch
-        return model, opt_state, epoch, key, pool
+        return model, opt_state, epoch, key, loss_state
 
     def history(self, up_to: int) -> tuple[list[dict[str, Any]], str | None]:
         """The metrics records of epochs `0..up_to`, and a note if a torn last line
@@ -51,10 +51,10 @@ class Run:
         if self.write:
             files.write_text(self.out / files.CONFIG, text)
 
-    def save(self, model: Any, opt_state: Any, pool: Any, epoch: int) -> None:
+    def save(self, model: Any, opt_state: Any, loss_state: Any, epoch: int) -> None:
         """Checkpoint the state after `epoch` (gathered to the host first)."""
         if self.write:
-            host = parallel.to_host((model, opt_state, pool))
+            host = parallel.to_host((model, opt_state, loss_state))
             files.save_checkpoint(self.checkpoint, host[0], host[1], epoch, self.key,
                                   host[2])  # fmt: skip
         self.saved = epoch

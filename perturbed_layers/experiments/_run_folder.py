@@ -7,7 +7,7 @@ runs/<name>-<timestamp>/
   config.yaml      the resolved config (every option)
   metrics.jsonl    one JSON object per epoch (epoch 0: the untrained model)
   checkpoint.eqx   the last checkpoint: model, optimiser state, epoch, PRNG key
-                   (and the solution pool, for a loss over a pool)
+                   (and the loss's state: a solution pool, AI-MLE's step)
   curves.png       training loss and test metrics per epoch
   examples.png     a few test instances, true and predicted solutions
   summary.json     the final test metrics (and the trivial predictor's)
@@ -137,7 +137,7 @@ def load_checkpoint(
     corrupt, or holding arrays that do not fit this structure (which says which).
     """
     like = _tree(model, opt_state, 0, key, pool)
-    what = "model, optimiser" + (" and solution pool" if pool is not None else "")
+    what = "model, optimiser" + (" and loss state" if pool is not None else "")
     try:
         found = _npy_records(path)
     except FileNotFoundError:

@@ -13,8 +13,6 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-import perturbed_layers as pl
-
 
 class Batch(NamedTuple):
     """Inputs, target solutions and true costs of some instances (leading axis N).
@@ -80,29 +78,41 @@ class AbstractLoss(eqx.Module):
         """The loss of each instance of the batch."""
 
 
-class AbstractPoolLoss(eqx.Module):
-    """A training loss over a `pl.SolutionPool` that the training state carries (NCE,
-    CMAP, learning to rank): each step refreshes the pool and returns the new one.
+class AbstractStatefulLoss(eqx.Module):
+    """A training loss with state that the training state carries: a
+    `pl.SolutionPool` (NCE, CMAP, learning to rank), AI-MLE's adapted step.
 
-    The pool is state, not a field: the loss is a static part of the compiled step,
-    while the pool changes every step, is saved in checkpoints and restored on
-    resume. Losses without a pool (`AbstractLoss`) run with `None` in its place.
+    The state is not a field: the loss is a static part of the compiled step, while
+    the state changes every step, is carried by the step loop, saved in checkpoints
+    and restored on resume. Losses without state (`AbstractLoss`) run with `None` in
+    its place.
     """
 
     @abc.abstractmethod
-    def value_and_pool(
+    def value_and_state(
         self,
         theta: Float[Array, "B ..."],
         batch: Batch,
-        pool: pl.SolutionPool,
+        state: Any,
         *,
         key: PRNGKeyArray,
-    ) -> tuple[Float[Array, " B"], pl.SolutionPool]:
-        """The loss of each instance on the refreshed pool, and that pool."""
+    ) -> tuple[Float[Array, " B"], Any]:
+        """The loss of each instance, and the new state (for a measuring loss: what
+        `next_state` takes besides the measurement)."""
 
     @abc.abstractmethod
-    def initial_pool(self, train: Batch) -> pl.SolutionPool:
-        """The pool before the first step, from the training set."""
+    def initial_state(self, train: Batch) -> Any:
+        """The state before the first step, from the training set."""
 
 
-Loss: TypeAlias = AbstractLoss | AbstractPoolLoss
+class AbstractMeasuringLoss(AbstractStatefulLoss):
+    """A stateful loss whose backward pass measures what updates its state (AI-MLE):
+    the step differentiates the loss with respect to the state too, and hands that
+    derivative to `next_state`."""
+
+    @abc.abstractmethod
+    def next_state(self, state: Any, measured: Any) -> Any:
+        """The state for the next step, from the derivative with respect to it."""
+
+
+Loss: TypeAlias = AbstractLoss | AbstractStatefulLoss

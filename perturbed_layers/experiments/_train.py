@@ -17,7 +17,7 @@ written: the last good checkpoint stays in place.
 
 **Devices.** The step runs on the `data × samples` mesh of the config's `mesh:` group
 (by default every device splits the batch), over one process or several
-(`distributed:`); see `_parallel.py`. The pool is replicated, as the parameters
+(`distributed:`); see `_parallel.py`. The loss's state is replicated, as the parameters
 are. Process 0 alone logs and writes the run folder.
 Checkpoints hold plain arrays, so a run resumes on any number of devices.
 """
@@ -142,12 +142,12 @@ def _train(
     log(f"data: {data.description} ({time.perf_counter() - start:.1f} s)")
     log(f"devices: {_describe(mesh)}")
     run = Run(out, exp.key, write=main)
-    state, key = State(exp.model, exp.opt_state, exp.pool), exp.key
+    state, key = State(exp.model, exp.opt_state, exp.loss_state), exp.key
     history: list[dict[str, Any]] = []
     first_epoch = 1
     if resume and run.checkpoint.exists():
-        model, opt_state, epoch, key, pool = run.load(*state)
-        state = State(model, opt_state, pool)
+        model, opt_state, epoch, key, loss_state = run.load(*state)
+        state = State(model, opt_state, loss_state)
         if epoch > training.epochs:
             raise guard.RunFolderError(
                 f"training.epochs: {training.epochs}, but {run.checkpoint} is at "
@@ -189,7 +189,7 @@ def _train(
         history.append(record)
         log(f"epoch 0/{training.epochs}  {format_metrics(record, task.headline)}")
 
-    # Parameters, optimiser state, key and pool on every device of the mesh; the
+    # Parameters, optimiser state, key and loss state on every device of the mesh; the
     # training set on the host, from which each epoch's batches are placed (each
     # process its own rows).
     state, key = parallel.replicate((state, key), mesh)
