@@ -95,3 +95,22 @@ def test_a_pool_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(
         summaries[0]["test_normalized_regret"]
         == (summaries[1]["test_normalized_regret"])
     )
+
+
+def test_aimle_step_size_is_training_state_updated_and_checkpointed(tmp_path):
+    # AI-MLE's beta moves by `step` per training step (towards the target number of
+    # non-zero gradient entries): after one epoch of 15 steps it has moved by about
+    # 15 steps, and the checkpoint holds the moved state, not the initial one.
+    overrides = [*SMALL, "training.epochs=1", "loss.name=aimle", "loss.k=9",
+                 "loss.step=0.01"]  # fmt: skip
+    config = ex.load_config(CONFIG, overrides)
+    ex.train(config, tmp_path / "run", progress=False, log=lambda _: None)
+    exp = ex.build(config)
+    assert float(exp.loss_state.beta) == 1.0
+    *_, state = files.load_checkpoint(
+        tmp_path / "run" / files.CHECKPOINT, exp.model, exp.opt_state, exp.key,
+        exp.loss_state,
+    )  # fmt: skip
+    steps = 500 // 32
+    moved = abs(float(state.beta) - 1.0)
+    assert 0.5 * steps * 0.01 <= moved <= steps * 0.01 + 1e-6, float(state.beta)
