@@ -68,10 +68,12 @@ def child(spec: dict[str, Any]) -> None:
     key = jax.random.fold_in(exp.key, 1)
 
     def epoch(model, opt_state, batches, key):
+        # Both workloads' losses (Fenchel-Young) carry no state: None in its place.
         for step in range(steps):
-            model, opt_state, value = ex.train_step(
-                model, opt_state, exp.loss, exp.optimizer, batches, np.int32(step), key
-            )
+            model, opt_state, _, value = ex.train_step(
+                model, opt_state, None, exp.loss, exp.optimizer, batches,
+                np.int32(step), key,
+            )  # fmt: skip
         return value
 
     fns = {}
