@@ -223,3 +223,26 @@ def test_a_pool_loss_builds_with_its_pool_seeded_from_the_training_solutions():
     assert {tuple(row) for row in stored} <= {tuple(row) for row in distinct}
     # Every other loss carries no pool.
     assert ex.build(ex.load_config(PYEPO, small)).loss_state is None
+
+
+@pytest.mark.slow
+def test_cave_reads_the_task_constraints_and_refuses_a_task_without():
+    # The PyEPO grid as a linear program has the grid solver's shortest paths as its
+    # optimal vertices (the incidence's orientation and supply are right).
+    import jax
+    import jax.numpy as jnp
+
+    import perturbed_layers as pl
+
+    lp = ex.PyEPOTask(5).linear_program()
+    costs = jax.random.uniform(jax.random.key(0), (6, 40), minval=0.1, maxval=1.0)
+    by_lp = jax.vmap(lp.solve)(costs)
+    by_grid = pl.solvers.pyepo_shortest_path(costs, 5)
+    np.testing.assert_allclose(by_lp, by_grid, atol=1e-5)
+    # Binding at a path: both orientations of the 25 node balances, and each arc at
+    # one of its bounds (0 or 1): 50 + 40 non-zero normals of the 130 rows.
+    normals = pl.binding_normals(lp, by_grid)
+    assert normals.shape == (6, 130, 40)
+    assert jnp.all(jnp.sum(jnp.any(normals != 0, axis=-1), axis=-1) == 90)
+    with pytest.raises(ex.ConfigError, match="loss: name: cave needs the task's"):
+        ex.build(ex.load_config(CONFIGS / "label_ranking.yaml", ["loss.name=cave"]))

@@ -77,6 +77,7 @@ from ._tasks import (
     Dataset as Dataset,
 )
 from ._train import TrainingDiverged as TrainingDiverged, train as train
+from ._tsp import TSPTask as TSPTask, pyepo_tsp_data as pyepo_tsp_data
 from ._warcraft import WarcraftTask as WarcraftTask
 from ._warcraft_maps import (
     TERRAIN_COSTS as TERRAIN_COSTS,

@@ -81,7 +81,10 @@ def build(config: Config, source: str = "<config>") -> Experiment:
     steps = config.training.epochs * (n_train // config.training.batch_size)
     optimizer = _optimizer(config.optimizer, steps)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    loss = config.loss.build(layer)
+    try:
+        loss = config.loss.build(layer, dataset.task)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: loss: {error}") from None
     loss_state = (
         loss.initial_state(dataset.train)
         if isinstance(loss, AbstractStatefulLoss)

@@ -100,6 +100,18 @@ class KnapsackTask(AbstractTask):
     def solver(self, values: Float[Array, "*batch m"]) -> Float[Array, "*batch m"]:
         return pl.solvers.knapsack(values, self.weights, self.capacity)
 
+    def linear_program(self) -> pl.PerturbedLinearProgram:
+        """The LP relaxation's constraints (for losses that read constraints, CaVE):
+        W y ≤ C, 0 ≤ y ≤ 1."""
+        return pl.PerturbedLinearProgram(
+            A_ub=self.weights,
+            b_ub=self.capacity,
+            upper=jnp.ones(self.weights.shape[-1], self.weights.dtype),
+            num_samples=1,
+            sigma=1.0,
+            noise=pl.Normal(),
+        )
+
     def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
         del theta
         optimum = jnp.sum(batch.costs * batch.y, axis=-1)

@@ -9,6 +9,7 @@ Losses are called per instance as `loss(theta, batch, *, key)`:
 - `regression`: ‖θ − t‖², no layer; `target: costs` fits the true costs (the
     "two-stage" or least-squares baseline of predict-then-optimise), `target:
     solution` fits the target solution itself (e.g. the ranks).
+- `cave`: CaVE, on the normal cone of the true solution (the task's constraints).
 - `aimle`: the regret through adaptive I-MLE, whose step size is training state.
 - `spo_plus`, `regret`, `dbb`, `nid`, `imle`, `ssvm`, `pg`: the decision-focused
     losses of `perturbed_layers` (SPO+, the perturbed regret, the regret through
@@ -29,7 +30,7 @@ from pydantic import Field
 import perturbed_layers as pl
 
 from ._options import FiniteFloat, LossOptions, PositiveFloat, PositiveInt
-from ._tasks import AbstractLoss, AbstractMeasuringLoss
+from ._tasks import AbstractLoss, AbstractMeasuringLoss, AbstractTask
 
 
 def _per_instance(x: Array) -> Array:
@@ -64,7 +65,7 @@ class FenchelYoungOptions(LossOptions):
 
     name: Literal["fenchel_young"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return FenchelYoung(pl.FenchelYoungLoss(layer))
 
 
@@ -73,7 +74,7 @@ class SquaredOptions(LossOptions):
 
     name: Literal["squared"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return SquaredThroughLayer(layer)
 
 
@@ -85,7 +86,7 @@ class RegressionOptions(LossOptions):
         "costs", description="fit the true costs, or the target solution itself"
     )
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         del layer
         return Regression(self.target)
 
@@ -119,7 +120,7 @@ class SPOPlusOptions(LossOptions):
 
     name: Literal["spo_plus"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return SPOPlus(pl.SPOPlusLoss(layer))
 
 
@@ -129,7 +130,7 @@ class RegretOptions(LossOptions):
 
     name: Literal["regret"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return Regret(pl.RegretLoss(layer))
 
 
@@ -140,7 +141,7 @@ class BlackboxOptions(LossOptions):
     name: Literal["dbb"]
     lambd: PositiveFloat = Field(10.0, description="λ, the interpolation strength")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return Regret(
             pl.RegretLoss(pl.BlackboxDifferentiation(layer, lambd=self.lambd))
         )
@@ -151,7 +152,7 @@ class NegativeIdentityOptions(LossOptions):
 
     name: Literal["nid"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return Regret(pl.RegretLoss(pl.NegativeIdentity(layer)))
 
 
@@ -167,7 +168,7 @@ class IMLEOptions(LossOptions):
     num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
     sigma: PositiveFloat = Field(1.0, description="noise scale")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         imle = pl.IMLE(
             layer,
             lambd=self.lambd,
@@ -218,7 +219,9 @@ class AdaptiveIMLEOptions(LossOptions):
     decay: FiniteFloat = Field(0.9, ge=0, lt=1, description="running average decay")
     momentum: FiniteFloat = Field(0.0, ge=0, lt=1, description="momentum of β")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractMeasuringLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractMeasuringLoss:
         return AdaptiveIMLERegret(
             pl.AdaptiveIMLE(
                 layer,
@@ -232,6 +235,37 @@ class AdaptiveIMLEOptions(LossOptions):
                 momentum=self.momentum,
             )
         )
+
+
+class CaVE(AbstractLoss):
+    loss: pl.CaVELoss
+    region: pl.PerturbedLinearProgram
+
+    def __call__(self, theta, batch, *, key):
+        normals = pl.binding_normals(self.region, batch.y.astype(theta.dtype))
+        return self.loss(theta, normals, key=key)
+
+
+class CaVEOptions(LossOptions):
+    """`loss: {name: cave, num_iterations: 500}`: CaVE (Tang & Khalil): the predicted
+    costs aligned with the normal cone of the true solution's binding constraints,
+    which the task gives as a linear program (PyEPO's shortest path and knapsack)."""
+
+    name: Literal["cave"]
+    num_iterations: PositiveInt = Field(
+        500, description="projected-gradient steps of the cone projection"
+    )
+
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
+        region = getattr(task, "linear_program", None)
+        if region is None:
+            raise ValueError(
+                f"name: cave needs the task's constraints, which "
+                f"{type(task).__name__} does not give; tasks that do: "
+                "pyepo_shortest_path, pyepo_knapsack"
+            )
+        loss = pl.CaVELoss(layer, num_iterations=self.num_iterations)
+        return CaVE(loss, region())
 
 
 class PerturbationGradient(AbstractLoss):
@@ -252,7 +286,7 @@ class PerturbationGradientOptions(LossOptions):
         "backward", description="backward (PGB) or central (PGC) difference"
     )
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return PerturbationGradient(
             pl.PerturbationGradientLoss(layer, h=self.h, variant=self.variant)
         )
@@ -264,5 +298,5 @@ class StructuredSVMOptions(LossOptions):
     name: Literal["ssvm"]
     margin: PositiveFloat = Field(1.0, description="α, the margin per differing entry")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractLoss:
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         return StructuredSVM(pl.StructuredSVMLoss(layer, margin=self.margin))

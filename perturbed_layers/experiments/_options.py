@@ -145,12 +145,13 @@ class PerturbedLayerOptions(LayerOptions):
 
 
 class LossOptions(Options):
-    """A training loss built on the layer (with or without a solution pool)."""
+    """A training loss built on the layer (with or without state), for the task (whose
+    constraints some losses read)."""
 
     kind: ClassVar[str] = "loss"
 
     @abc.abstractmethod
-    def build(self, layer: pl.AbstractPerturbed) -> Loss: ...
+    def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> Loss: ...
 
 
 class OptimizerOptions(Options):

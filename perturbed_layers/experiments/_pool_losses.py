@@ -29,7 +29,7 @@ from ._options import (
     PositiveFloat,
     PositiveInt,
 )
-from ._tasks import AbstractStatefulLoss, Batch
+from ._tasks import AbstractStatefulLoss, AbstractTask, Batch
 
 WhenFull = Literal["fifo", "keep"]
 _Loss = (
@@ -89,7 +89,9 @@ class NCEOptions(_PoolOptions):
 
     name: Literal["nce"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractStatefulLoss:
         return self.wrap(pl.NCELoss(layer, self.solve_ratio))
 
 
@@ -99,7 +101,9 @@ class CMAPOptions(_PoolOptions):
 
     name: Literal["cmap"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractStatefulLoss:
         return self.wrap(pl.CMAPLoss(layer, self.solve_ratio))
 
 
@@ -109,7 +113,9 @@ class PointwiseLTROptions(_PoolOptions):
 
     name: Literal["ltr_pointwise"]
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractStatefulLoss:
         return self.wrap(pl.PointwiseLTRLoss(layer, self.solve_ratio))
 
 
@@ -120,7 +126,9 @@ class PairwiseLTROptions(_PoolOptions):
     name: Literal["ltr_pairwise"]
     margin: NonNegativeFloat = Field(0.0, description="m, the hinge's margin")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractStatefulLoss:
         loss = pl.PairwiseLTRLoss(layer, self.solve_ratio, margin=self.margin)
         return self.wrap(loss)
 
@@ -132,6 +140,8 @@ class ListwiseLTROptions(_PoolOptions):
     name: Literal["ltr_listwise"]
     temperature: PositiveFloat = Field(1.0, description="τ, of both softmaxes")
 
-    def build(self, layer: pl.AbstractPerturbed) -> AbstractStatefulLoss:
+    def build(
+        self, layer: pl.AbstractPerturbed, task: AbstractTask
+    ) -> AbstractStatefulLoss:
         loss = pl.ListwiseLTRLoss(layer, self.solve_ratio, temperature=self.temperature)
         return self.wrap(loss)

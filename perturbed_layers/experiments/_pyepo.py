@@ -96,6 +96,26 @@ class PyEPOTask(AbstractTask):
     def solver(self, arc_costs: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
         return pl.solvers.pyepo_shortest_path(arc_costs, self.grid)
 
+    def linear_program(self) -> pl.PerturbedLinearProgram:
+        """The same problem as a linear program (for losses that read constraints,
+        CaVE): flow conservation at the m² nodes, one unit from node 0 to node
+        m² − 1, 0 ≤ w ≤ 1 on each arc."""
+        arcs = pl.solvers.pyepo_grid_arcs(self.grid)
+        nodes = self.grid * self.grid
+        incidence = np.zeros((nodes, len(arcs)), np.float32)
+        for j, (tail, head) in enumerate(arcs):
+            incidence[tail, j], incidence[head, j] = 1.0, -1.0
+        supply = np.zeros(nodes, np.float32)
+        supply[0], supply[-1] = 1.0, -1.0
+        return pl.PerturbedLinearProgram(
+            A_eq=jnp.asarray(incidence),
+            b_eq=jnp.asarray(supply),
+            upper=jnp.ones(len(arcs), jnp.float32),
+            num_samples=1,
+            sigma=1.0,
+            noise=pl.Normal(),
+        )
+
     def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
         del theta
         optimum = jnp.sum(batch.costs * batch.y, axis=-1)

@@ -16,6 +16,7 @@ from ._knapsack import KnapsackLayer, PyEPOKnapsack
 from ._losses import (
     AdaptiveIMLEOptions,
     BlackboxOptions,
+    CaVEOptions,
     FenchelYoungOptions,
     IMLEOptions,
     NegativeIdentityOptions,
@@ -44,6 +45,7 @@ from ._pool_losses import (
 )
 from ._pyepo import PyEPOLayer, PyEPOShortestPath
 from ._ranking import LabelRanking, RankingLayer
+from ._tsp import PyEPOTSP, TSPLayer
 from ._warcraft import GridShortestPathLayer, WarcraftMaps
 
 DATASETS: dict[str, type[DataOptions]] = {
@@ -51,6 +53,7 @@ DATASETS: dict[str, type[DataOptions]] = {
     "warcraft": WarcraftMaps,
     "label_ranking": LabelRanking,
     "pyepo_knapsack": PyEPOKnapsack,
+    "pyepo_tsp": PyEPOTSP,
 }
 
 MODELS: dict[str, type[ModelOptions]] = {
@@ -64,6 +67,7 @@ LAYERS: dict[str, type[LayerOptions]] = {
     "grid_shortest_path": GridShortestPathLayer,
     "ranking": RankingLayer,
     "knapsack": KnapsackLayer,
+    "tsp": TSPLayer,
 }
 
 NOISES: dict[str, type[pl.AbstractNoise]] = {"normal": pl.Normal, "gumbel": pl.Gumbel}
@@ -80,6 +84,7 @@ LOSSES: dict[str, type[LossOptions]] = {
     "aimle": AdaptiveIMLEOptions,
     "ssvm": StructuredSVMOptions,
     "pg": PerturbationGradientOptions,
+    "cave": CaVEOptions,
     "nce": NCEOptions,
     "cmap": CMAPOptions,
     "ltr_pointwise": PointwiseLTROptions,
