@@ -44,25 +44,32 @@ def describe_config(path: pathlib.Path, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _resolve(
+    argument: str | pathlib.Path, builtin: dict[str, pathlib.Path], what: str
+) -> pathlib.Path:
+    """A file, or else the built-in `what` of that name (with or without `.yaml`)."""
+    path = pathlib.Path(argument)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml") if path.parent == pathlib.Path() else None
+    if name in builtin:
+        return builtin[name]
+    names = ", ".join(builtin) or "none found (a broken installation?)"
+    where = "no such file" if not path.exists() else "not a file"
+    raise ConfigError(f"{argument}: {where}, and not a built-in {what}; built-in "
+                      f"{what}s: {names}")  # fmt: skip
+
+
 def resolve_config(argument: str | pathlib.Path) -> pathlib.Path:
     """The config file a command-line argument names: a file, or else a built-in
     config's name (`quickstart`, or `quickstart.yaml`).
 
     **Raises:** `ConfigError` listing the built-in names if it is neither.
     """
-    path = pathlib.Path(argument)
-    if path.is_file():
-        return path
-    configs = builtin_configs()
-    name = path.name.removesuffix(".yaml") if path.parent == pathlib.Path() else None
-    if name in configs:
-        return configs[name]
-    names = ", ".join(configs) or "none found (a broken installation?)"
-    where = "no such file" if not path.exists() else "not a file"
-    raise ConfigError(
-        f"{argument}: {where}, and not a built-in config; built-in configs: {names} "
-        "(perturbed-layers configs lists them)"
-    )
+    try:
+        return _resolve(argument, builtin_configs(), "config")
+    except ConfigError as error:
+        raise ConfigError(f"{error} (perturbed-layers configs lists them)") from None
 
 
 def builtin_comparisons() -> dict[str, pathlib.Path]:
@@ -78,14 +85,4 @@ def resolve_comparison(argument: str | pathlib.Path) -> pathlib.Path:
 
     **Raises:** `ConfigError` listing the built-in names if it is neither.
     """
-    path = pathlib.Path(argument)
-    if path.is_file():
-        return path
-    comparisons = builtin_comparisons()
-    name = path.name.removesuffix(".yaml") if path.parent == pathlib.Path() else None
-    if name in comparisons:
-        return comparisons[name]
-    raise ConfigError(
-        f"{argument}: no such file, and not a built-in comparison; built-in "
-        f"comparisons: {', '.join(comparisons) or 'none found'}"
-    )
+    return _resolve(argument, builtin_comparisons(), "comparison")

@@ -160,19 +160,21 @@ def _train(args: argparse.Namespace) -> int:
         )
     if out is None:
         out = guard.default_run_folder(config.name)
+    return _interruptible(
+        lambda: train(config, out, resume=args.resume, allow_changes=args.allow_change,
+                      source=str(path), progress=not args.no_progress),
+        f"train {args.config}", args.overrides, out,
+    )  # fmt: skip
+
+
+def _interruptible(run, command: str, overrides: list[str], out) -> int:
+    """Run; on Ctrl-C, say how to resume and return 130."""
     try:
-        train(
-            config,
-            out,
-            resume=args.resume,
-            allow_changes=args.allow_change,
-            source=str(path),
-            progress=not args.no_progress,
-        )
+        run()
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted; continue with: perturbed-layers train {args.config} "
-            f"{' '.join(args.overrides)} --out {out} --resume".replace("  ", " "),
+            f"\ninterrupted; continue with: perturbed-layers {command} "
+            f"{' '.join(overrides)} --out {out} --resume".replace("  ", " "),
             file=sys.stderr,
         )
         return 130
@@ -191,17 +193,11 @@ def _compare(args: argparse.Namespace) -> int:
         f"{path}: {describe_cells(comparison, pyepo=args.pyepo)}; folder {out}",
         file=sys.stderr,
     )
-    try:
-        compare(path, out, overrides=args.overrides, resume=args.resume,
-                pyepo=args.pyepo)  # fmt: skip
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: perturbed-layers compare {args.comparison} "
-            f"{' '.join(args.overrides)} --out {out} --resume".replace("  ", " "),
-            file=sys.stderr,
-        )
-        return 130
-    return 0
+    return _interruptible(
+        lambda: compare(path, out, overrides=args.overrides, resume=args.resume,
+                        pyepo=args.pyepo),
+        f"compare {args.comparison}", args.overrides, out,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
