@@ -231,7 +231,7 @@ def ours_trainer(
     """Our side: the loss the experiments registry builds for
     `loss: {name: fenchel_young}`, trained by the library's own step
     (`training.Trainer`) on PyEPO's batches, `steps_per_call` steps per call."""
-    from perturbed_layers.experiments import LOSSES, Batch
+    from perturbed_layers.experiments import LOSSES, Batch, PyEPOTask
 
     layer = pl.Perturbed(
         pl.solvers.pyepo_shortest_path,
@@ -241,7 +241,8 @@ def ours_trainer(
         sigma=SIGMA,
         noise=pl.Normal(),
     )
-    loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer)
+    task = PyEPOTask(grid=GRID)
+    loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer, task)
     # The true optimal paths, precomputed once (as PyEPO's optDataset does).
     train = Batch(
         x=data["x_train"],

@@ -81,6 +81,7 @@ import perturbed_layers as pl  # noqa: E402
 from perturbed_layers.experiments import (  # noqa: E402
     LOSSES as REGISTRY,
     AbstractLoss,
+    PyEPOTask,
     train_step,
 )
 
@@ -139,7 +140,7 @@ def _update(model, opt_state, grads, optimizer):
     return eqx.apply_updates(model, updates), opt_state
 
 
-def eager_step(model, opt_state, pool, loss, optimizer, batches, step, key):
+def eager_step(model, opt_state, loss_state, loss, optimizer, batches, step, key):
     """`train_step` with the loss and its gradient run eagerly, for PyEPO's NCE,
     which refuses `jax.jit` ("JAX pool caching is not supported under jax.jit"):
     the same batch, key and mean, the optimiser update jitted."""
@@ -151,7 +152,7 @@ def eager_step(model, opt_state, pool, loss, optimizer, batches, step, key):
 
     value, grads = eqx.filter_value_and_grad(mean_loss)(model)
     model, opt_state = _update(model, opt_state, grads, optimizer)
-    return model, opt_state, pool, value
+    return model, opt_state, loss_state, value
 
 
 # ------------------------------------------------------------------ the losses
@@ -168,8 +169,9 @@ def ours_loss(name: str, m: int):
         sigma=SIGMA,
         noise=pl.Normal(),
     )
+    task = PyEPOTask(grid=GRID)
     if name == "spo":
-        return REGISTRY["spo_plus"](name="spo_plus").build(layer)
+        return REGISTRY["spo_plus"](name="spo_plus").build(layer, task)
     if name == "dbb":
         return RegretL1(pl.BlackboxDifferentiation(layer, lambd=LAMBD), keyed=False)
     if name == "imle":
@@ -183,9 +185,9 @@ def ours_loss(name: str, m: int):
         return RegretL1(imle, keyed=True)
     if name == "nce":
         options = {"solve_ratio": 1.0, "pool_capacity": POOL_CAPACITY}
-        return REGISTRY["nce"](name="nce", **options).build(layer)
+        return REGISTRY["nce"](name="nce", **options).build(layer, task)
     if name == "pfyl":
-        return REGISTRY["fenchel_young"](name="fenchel_young").build(layer)
+        return REGISTRY["fenchel_young"](name="fenchel_young").build(layer, task)
     raise ValueError(name)
 
 

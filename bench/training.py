@@ -3,9 +3,9 @@ the library's own step on batches chosen by the benchmark.
 
 `Trainer` runs `perturbed_layers.experiments.train_step` (and `train_steps`, the loop
 over it inside one compiled call, with `steps_per_call > 1`) as the experiments CLI
-does: a loss as the CLI builds it (an `AbstractLoss`, or an `AbstractStatefulLoss` whose
-solution pool is seeded from the training set and carried from step to step), Adam's
-state, and the noise key `fold_in(fold_in(key, epoch), step)`.
+does: a loss as the CLI builds it (an `AbstractLoss`, or an `AbstractStatefulLoss`
+whose state, e.g. a solution pool, is seeded from the training set and carried from
+step to step), Adam's state, and the noise key `fold_in(fold_in(key, epoch), step)`.
 
 One deliberate difference from the CLI, to pair with PyEPO: the batches are the
 benchmark's (PyEPO's order: one permutation per epoch shared with PyEPO's side, the
@@ -52,7 +52,7 @@ class Trainer:
         self.optimizer = optimizer
         self.opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         self.train = train
-        self.pool = (
+        self.loss_state = (
             loss.initial_state(train)
             if isinstance(loss, AbstractStatefulLoss)
             else None
@@ -76,7 +76,7 @@ class Trainer:
         return gather(np.stack(full)), [gather(rows) for rows in rest]
 
     def _run(self, state: tuple, batches: list[np.ndarray], epoch: int) -> tuple:
-        model, opt_state, pool = state
+        model, opt_state, loss_state = state
         full, rest = self._place(batches)
         epoch_key = jax.random.fold_in(self.key, epoch)
         steps = len(jax.tree.leaves(full)[0])
@@ -84,22 +84,22 @@ class Trainer:
         for begin in range(0, steps, self.steps_per_call):
             end = min(begin + self.steps_per_call, steps)
             if self.steps_per_call == 1:  # no loop around the step, as the CLI
-                model, opt_state, pool, _ = self.step(
-                    model, opt_state, pool, self.loss, self.optimizer, full,
+                model, opt_state, loss_state, _ = self.step(
+                    model, opt_state, loss_state, self.loss, self.optimizer, full,
                     np.int32(begin), epoch_key,
                 )  # fmt: skip
             else:
-                model, opt_state, pool, losses = train_steps(
-                    model, opt_state, pool, self.loss, self.optimizer, full,
+                model, opt_state, loss_state, losses = train_steps(
+                    model, opt_state, loss_state, self.loss, self.optimizer, full,
                     np.int32(begin), np.int32(end), epoch_key, losses,
                 )  # fmt: skip
         for i, batch in enumerate(rest):
             key = jax.random.fold_in(epoch_key, steps + i)
-            model, opt_state, pool, _ = self.step(
-                model, opt_state, pool, self.loss, self.optimizer, batch,
+            model, opt_state, loss_state, _ = self.step(
+                model, opt_state, loss_state, self.loss, self.optimizer, batch,
                 np.int32(0), key,
             )  # fmt: skip
-        return model, opt_state, pool
+        return model, opt_state, loss_state
 
     def compile(self, batches: list[np.ndarray]) -> float:
         """Trace, compile and run once each program an epoch of `batches` calls (the
@@ -107,7 +107,7 @@ class Trainer:
         these steps): seconds."""
         t0 = time.perf_counter()
         full, rest = self._place(batches)
-        state = (self.model, self.opt_state, self.pool)
+        state = (self.model, self.opt_state, self.loss_state)
         key = jax.random.fold_in(self.key, 0)
         if self.steps_per_call == 1:
             out = self.step(*state, self.loss, self.optimizer, full, np.int32(0), key)
@@ -130,11 +130,11 @@ class Trainer:
         t0 = time.perf_counter()
         self.epochs_done += 1
         state = self._run(
-            (self.model, self.opt_state, self.pool), batches, self.epochs_done
+            (self.model, self.opt_state, self.loss_state), batches, self.epochs_done
         )
         C.block(state)
         seconds = time.perf_counter() - t0
-        self.model, self.opt_state, self.pool = state
+        self.model, self.opt_state, self.loss_state = state
         return seconds
 
     def predict(self, x: np.ndarray) -> np.ndarray:
