@@ -39,7 +39,7 @@ from ._options import (
     PositiveInt,
 )
 from ._pyepo import sklearn_train_test_split
-from ._tasks import AbstractTask, Batch, Dataset
+from ._tasks import AbstractRegretTask, AbstractTask, Batch, Dataset
 
 
 def pyepo_knapsack_data(
@@ -86,15 +86,14 @@ def pyepo_knapsack_data(
     return weights, x, np.ceil(c).astype(np.float32)
 
 
-class KnapsackTask(AbstractTask):
+class KnapsackTask(AbstractRegretTask):
     """0/1 knapsack with `d` resources shared by every instance; θ are predicted item
     values (maximised)."""
 
     weights: Float[Array, "d m"]
     capacity: Float[Array, " d"]
 
-    headline: ClassVar[str] = "normalized_regret"
-    higher_is_better: ClassVar[bool] = False
+    objective: ClassVar[str] = "max"
     layers: ClassVar[tuple[str, ...]] = ("knapsack",)
 
     def solver(self, values: Float[Array, "*batch m"]) -> Float[Array, "*batch m"]:
@@ -111,25 +110,6 @@ class KnapsackTask(AbstractTask):
             sigma=1.0,
             noise=pl.Normal(),
         )
-
-    def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
-        del theta
-        optimum = jnp.sum(batch.costs * batch.y, axis=-1)
-        regret = optimum - jnp.sum(batch.costs * y_pred, axis=-1)
-        return {
-            "regret": regret,
-            "abs_optimum": jnp.abs(optimum),
-            "optimal": regret <= 1e-5 * jnp.abs(optimum),
-        }
-
-    def summarise(self, per_instance: dict[str, np.ndarray]) -> dict[str, float]:
-        regret = per_instance["regret"].astype(np.float64)
-        total = per_instance["abs_optimum"].astype(np.float64).sum()
-        return {
-            # PyEPO adds 1e-7 to the denominator.
-            "normalized_regret": float(regret.sum() / (total + 1e-7)),
-            "optimal_share": float(np.mean(per_instance["optimal"])),
-        }
 
     def trivial_theta(self, train: Batch) -> tuple[np.ndarray, str]:
         return np.asarray(jnp.mean(train.costs, axis=0)), "mean training item values"

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 import perturbed_layers as pl
 
 from ._options import DataOptions, FiniteFloat, PerturbedLayerOptions, PositiveInt
-from ._tasks import AbstractTask, Batch, Dataset
+from ._tasks import AbstractRegretTask, AbstractTask, Batch, Dataset
 
 
 def pyepo_shortest_path_data(
@@ -84,13 +84,12 @@ def sklearn_train_test_split(
     return permutation[test_size:], permutation[:test_size]
 
 
-class PyEPOTask(AbstractTask):
+class PyEPOTask(AbstractRegretTask):
     """Shortest path on PyEPO's m × m grid DAG; θ are predicted arc costs."""
 
     grid: int = eqx.field(static=True)
 
-    headline: ClassVar[str] = "normalized_regret"
-    higher_is_better: ClassVar[bool] = False
+    objective: ClassVar[str] = "min"
     layers: ClassVar[tuple[str, ...]] = ("pyepo_shortest_path",)
 
     def solver(self, arc_costs: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
@@ -115,25 +114,6 @@ class PyEPOTask(AbstractTask):
             sigma=1.0,
             noise=pl.Normal(),
         )
-
-    def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
-        del theta
-        optimum = jnp.sum(batch.costs * batch.y, axis=-1)
-        regret = jnp.sum(batch.costs * y_pred, axis=-1) - optimum
-        return {
-            "regret": regret,
-            "abs_optimum": jnp.abs(optimum),
-            "optimal": regret <= 1e-5 * jnp.abs(optimum),
-        }
-
-    def summarise(self, per_instance: dict[str, np.ndarray]) -> dict[str, float]:
-        regret = per_instance["regret"].astype(np.float64)
-        total = per_instance["abs_optimum"].astype(np.float64).sum()
-        return {
-            # PyEPO adds 1e-7 to the denominator.
-            "normalized_regret": float(regret.sum() / (total + 1e-7)),
-            "optimal_share": float(np.mean(per_instance["optimal"])),
-        }
 
     def trivial_theta(self, train: Batch) -> tuple[np.ndarray, str]:
         return np.asarray(jnp.mean(train.costs, axis=0)), "mean training arc costs"

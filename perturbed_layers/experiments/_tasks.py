@@ -10,6 +10,7 @@ import abc
 from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -66,6 +67,37 @@ class AbstractTask(eqx.Module):
         self, fig: Any, test: Batch, theta: np.ndarray, y_pred: np.ndarray
     ) -> None:
         """Draw a few test instances (inputs, true and predicted solutions) on `fig`."""
+
+
+class AbstractRegretTask(AbstractTask):
+    """A linear optimisation task scored by PyEPO's normalised regret: with c the true
+    costs (or values), y* = `batch.y` optimal for them and ŷ the solution for the
+    prediction, regret = ⟨c, ŷ⟩ − ⟨c, y*⟩ (minimised costs) or ⟨c, y*⟩ − ⟨c, ŷ⟩
+    (maximised values), summed over the test set and divided by Σ|⟨c, y*⟩|
+    (`pyepo.metric.regret`, which adds 1e-7 to the denominator)."""
+
+    objective: ClassVar[str]  # "min" (costs) or "max" (values)
+    headline: ClassVar[str] = "normalized_regret"
+    higher_is_better: ClassVar[bool] = False
+
+    def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
+        del theta
+        sign = 1 if self.objective == "min" else -1
+        optimum = jnp.sum(batch.costs * batch.y, axis=-1)
+        regret = sign * (jnp.sum(batch.costs * y_pred, axis=-1) - optimum)
+        return {
+            "regret": regret,
+            "abs_optimum": jnp.abs(optimum),
+            "optimal": regret <= 1e-5 * jnp.abs(optimum),
+        }
+
+    def summarise(self, per_instance: dict[str, np.ndarray]) -> dict[str, float]:
+        regret = per_instance["regret"].astype(np.float64)
+        total = per_instance["abs_optimum"].astype(np.float64).sum()
+        return {
+            "normalized_regret": float(regret.sum() / (total + 1e-7)),
+            "optimal_share": float(np.mean(per_instance["optimal"])),
+        }
 
 
 class AbstractLoss(eqx.Module):
