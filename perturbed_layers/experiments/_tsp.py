@@ -50,7 +50,7 @@ import perturbed_layers as pl
 
 from ._options import DataOptions, NonNegativeFloat, PerturbedLayerOptions, PositiveInt
 from ._pyepo import sklearn_train_test_split
-from ._tasks import AbstractTask, Batch, Dataset
+from ._tasks import AbstractRegretTask, AbstractTask, Batch, Dataset
 
 
 def _coordinates(rnd: np.random.RandomState, m: int) -> np.ndarray:
@@ -187,38 +187,18 @@ def tsp_solver(num_nodes: int) -> pl.HostSolver:
     )
 
 
-class TSPTask(AbstractTask):
+class TSPTask(AbstractRegretTask):
     """Symmetric travelling salesman on m nodes; θ are predicted edge costs (pdist
     order, minimised), `coordinates` the nodes' positions (for the figures only)."""
 
     num_nodes: int = eqx.field(static=True)
     coordinates: Float[Array, "m 2"]
 
-    headline: ClassVar[str] = "normalized_regret"
-    higher_is_better: ClassVar[bool] = False
+    objective: ClassVar[str] = "min"
     layers: ClassVar[tuple[str, ...]] = ("tsp",)
 
     def solver(self, edge_costs: Float[Array, "*batch E"]) -> Float[Array, "*batch E"]:
         return tsp_solver(self.num_nodes)(edge_costs)
-
-    def metrics(self, theta: Array, y_pred: Array, batch: Batch) -> dict[str, Array]:
-        del theta
-        optimum = jnp.sum(batch.costs * batch.y, axis=-1)
-        regret = jnp.sum(batch.costs * y_pred, axis=-1) - optimum
-        return {
-            "regret": regret,
-            "abs_optimum": jnp.abs(optimum),
-            "optimal": regret <= 1e-5 * jnp.abs(optimum),
-        }
-
-    def summarise(self, per_instance: dict[str, np.ndarray]) -> dict[str, float]:
-        regret = per_instance["regret"].astype(np.float64)
-        total = per_instance["abs_optimum"].astype(np.float64).sum()
-        return {
-            # PyEPO adds 1e-7 to the denominator.
-            "normalized_regret": float(regret.sum() / (total + 1e-7)),
-            "optimal_share": float(np.mean(per_instance["optimal"])),
-        }
 
     def trivial_theta(self, train: Batch) -> tuple[np.ndarray, str]:
         return np.asarray(jnp.mean(train.costs, axis=0)), "mean training edge costs"
