@@ -33,12 +33,11 @@ from pydantic import Field, model_validator
 import perturbed_layers as pl
 
 from ._options import (
-    DataOptions,
     NonNegativeFloat,
     PerturbedLayerOptions,
     PositiveInt,
 )
-from ._pyepo import sklearn_train_test_split
+from ._pyepo import AbstractPyEPOData
 from ._tasks import AbstractRegretTask, AbstractTask, Batch, Dataset
 
 
@@ -147,7 +146,7 @@ class KnapsackTask(AbstractRegretTask):
         )
 
 
-class PyEPOKnapsack(DataOptions):
+class PyEPOKnapsack(AbstractPyEPOData):
     """`data: {name: pyepo_knapsack, ...}`: PyEPO's generated knapsack instances.
 
     Defaults are those of PyEPO's notebook "05 2D Knapsack Solution Visualization":
@@ -177,12 +176,7 @@ class PyEPOKnapsack(DataOptions):
     split_seed: int = Field(246, description="train_test_split's random_state")
 
     @model_validator(mode="after")
-    def _check(self) -> "PyEPOKnapsack":
-        if self.test_size >= self.num_data:
-            raise ValueError(
-                f"test_size ({self.test_size}) must be smaller than num_data "
-                f"({self.num_data})"
-            )
+    def _check_capacity(self) -> "PyEPOKnapsack":
         if isinstance(self.capacity, list) and len(self.capacity) != self.dim:
             raise ValueError(
                 f"capacity lists one number per resource: {len(self.capacity)} given "
@@ -200,9 +194,7 @@ class PyEPOKnapsack(DataOptions):
             self.noise_width,
             self.seed,
         )
-        train, test = sklearn_train_test_split(
-            self.num_data, self.test_size, self.split_seed
-        )
+        train, test = self.split()
         capacity = np.broadcast_to(np.asarray(self.capacity, np.float64), (self.dim,))
         task = KnapsackTask(
             jnp.asarray(weights, jnp.float32), jnp.asarray(capacity, jnp.float32)

@@ -84,6 +84,32 @@ def sklearn_train_test_split(
     return permutation[test_size:], permutation[:test_size]
 
 
+class AbstractPyEPOData(DataOptions):
+    """The options every PyEPO generator takes (each task gives its own defaults) and
+    the train/test split of PyEPO's notebooks (`train_test_split` reproduced)."""
+
+    num_data: PositiveInt
+    num_features: PositiveInt
+    deg: PositiveInt
+    noise_width: float
+    seed: int
+    test_size: PositiveInt
+    split_seed: int
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "AbstractPyEPOData":
+        if self.test_size >= self.num_data:
+            raise ValueError(
+                f"test_size ({self.test_size}) must be smaller than num_data "
+                f"({self.num_data})"
+            )
+        return self
+
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """Train and test indices."""
+        return sklearn_train_test_split(self.num_data, self.test_size, self.split_seed)
+
+
 class PyEPOTask(AbstractRegretTask):
     """Shortest path on PyEPO's m × m grid DAG; θ are predicted arc costs."""
 
@@ -146,7 +172,7 @@ class PyEPOTask(AbstractRegretTask):
         )
 
 
-class PyEPOShortestPath(DataOptions):
+class PyEPOShortestPath(AbstractPyEPOData):
     """`data: {name: pyepo_shortest_path, ...}`: PyEPO's generated shortest paths.
 
     Defaults are those of PyEPO's notebook "03 Training and Testing": 2000 points, 5
@@ -168,15 +194,6 @@ class PyEPOShortestPath(DataOptions):
     test_size: PositiveInt = Field(1000, description="points in the test set")
     split_seed: int = Field(42, description="train_test_split's random_state")
 
-    @model_validator(mode="after")
-    def _check_split(self) -> "PyEPOShortestPath":
-        if self.test_size >= self.num_data:
-            raise ValueError(
-                f"test_size ({self.test_size}) must be smaller than num_data "
-                f"({self.num_data})"
-            )
-        return self
-
     def build(self) -> Dataset:
         x, c = pyepo_shortest_path_data(
             self.num_data,
@@ -186,9 +203,7 @@ class PyEPOShortestPath(DataOptions):
             self.noise_width,
             self.seed,
         )
-        train, test = sklearn_train_test_split(
-            self.num_data, self.test_size, self.split_seed
-        )
+        train, test = self.split()
         task = PyEPOTask(self.grid)
         costs = jnp.asarray(c)
         y = task.solver(costs)  # exact optimal paths for the true costs

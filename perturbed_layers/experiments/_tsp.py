@@ -41,15 +41,15 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
-from pydantic import Field, model_validator
+from pydantic import Field
 from scipy import optimize, sparse
 from scipy.sparse import csgraph
 from scipy.spatial import distance
 
 import perturbed_layers as pl
 
-from ._options import DataOptions, NonNegativeFloat, PerturbedLayerOptions, PositiveInt
-from ._pyepo import sklearn_train_test_split
+from ._options import NonNegativeFloat, PerturbedLayerOptions, PositiveInt
+from ._pyepo import AbstractPyEPOData
 from ._tasks import AbstractRegretTask, AbstractTask, Batch, Dataset
 
 
@@ -231,7 +231,7 @@ class TSPTask(AbstractRegretTask):
         )
 
 
-class PyEPOTSP(DataOptions):
+class PyEPOTSP(AbstractPyEPOData):
     """`data: {name: pyepo_tsp, ...}`: PyEPO's generated travelling salesmen.
 
     Defaults are PyEPO's TSP setting (its paper's experiments and its notebook "Test -
@@ -254,15 +254,6 @@ class PyEPOTSP(DataOptions):
     test_size: PositiveInt = Field(1000, description="points in the test set")
     split_seed: int = Field(246, description="train_test_split's random_state")
 
-    @model_validator(mode="after")
-    def _check_split(self) -> "PyEPOTSP":
-        if self.test_size >= self.num_data:
-            raise ValueError(
-                f"test_size ({self.test_size}) must be smaller than num_data "
-                f"({self.num_data})"
-            )
-        return self
-
     def build(self) -> Dataset:
         x, c = pyepo_tsp_data(
             self.num_data,
@@ -272,9 +263,7 @@ class PyEPOTSP(DataOptions):
             self.noise_width,
             self.seed,
         )
-        train, test = sklearn_train_test_split(
-            self.num_data, self.test_size, self.split_seed
-        )
+        train, test = self.split()
         coordinates = pyepo_tsp_coordinates(self.num_nodes, self.seed)
         task = TSPTask(self.num_nodes, jnp.asarray(coordinates, jnp.float32))
         costs = jnp.asarray(c)
