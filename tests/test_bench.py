@@ -10,6 +10,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 STORED_RUN = BENCH / "results" / "2026-11-24-cpu.json"  # a full run: every section
 
@@ -39,6 +41,7 @@ def test_help_lists_the_sections():
     assert "shortest_path" in out.stdout.replace("\n", "").replace(" ", "")
 
 
+@pytest.mark.slow
 def test_report_of_a_stored_run():
     code = f"""
 import json, sys

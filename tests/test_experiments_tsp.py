@@ -181,6 +181,7 @@ def test_labels_are_exact_optima_on_small_tours():
         np.testing.assert_allclose(np.sum(costs * y, -1), _brute_force(costs, 6))
 
 
+@pytest.mark.slow
 def test_normalized_regret_is_pyepos_for_minimisation():
     task = ex.TSPTask(4, jnp.zeros((4, 2)))
     # 4 nodes, 6 edges (01 02 03 12 13 23); tours: {01,12,23,03}, {01,13,23,02},
@@ -220,6 +221,7 @@ def test_draw_plots_the_tours(tmp_path):
 # --------------------------------------------------------------------- config
 
 
+@pytest.mark.slow
 def test_config_builds_the_tsp_layer():
     config = ex.load_config(CONFIG, TINY)
     assert config.data.name == "pyepo_tsp" and config.layer.name == "tsp"

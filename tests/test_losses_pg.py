@@ -63,6 +63,7 @@ def test_pg_three_paths_closed_form(variant):
         assert moved >= 2  # the check above was not vacuous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_pg_gradient_is_finite_differences(variant):
     # PG is piecewise linear in ĉ (the solutions are piecewise constant): central
@@ -96,6 +97,7 @@ def test_pgb_bounds_the_decision_cost_and_converges_to_it():
     assert close.mean() > 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_pg_maximisation_mirrors_minimisation(variant):
     rng = np.random.default_rng(3)
@@ -126,6 +128,7 @@ def test_pg_maximisation_mirrors_minimisation(variant):
     np.testing.assert_allclose(grad_min, -grad)
 
 
+@pytest.mark.slow
 def test_pg_inside_jit_forward_mode_and_solutions():
     pred, costs = random_instances(4, (6, 5))
     pred, costs = jnp.asarray(pred, jnp.float32), jnp.asarray(costs, jnp.float32)
