@@ -1,3 +1,6 @@
+# pyright: reportMissingImports=false
+# (PyEPO, PyTorch, Gurobi and scikit-learn are the bench extra's, imported lazily: CI type-
+# checks this file without them.)
 """PyEPO itself, trained on a config's task: the peer column of `perturbed-layers compare`.
 
 `train_pyepo(config)` runs PyEPO's own pipeline (its generator, `optDataset`, Gurobi
