@@ -25,6 +25,13 @@ CONFIGS = ROOT / "configs"
 SMALL = {
     "pyepo_shortest_path": ["data.num_data=600", "data.test_size=100"],
     "pyepo_knapsack": ["data.num_data=300", "data.test_size=100"],
+    "pyepo_tsp": [
+        "data.num_data=120",
+        "data.test_size=40",
+        "data.num_nodes=8",
+        "training.batch_size=16",
+        "training.eval_batch_size=40",
+    ],
     "warcraft_12x12": [
         "data.num_train=64",
         "data.num_test=16",
