@@ -211,8 +211,7 @@ def test_pg_is_pyepos_on_the_shortest_path(variant):
     # PyEPO divides by h + 1e-8 and solves with Gurobi: values agree to float32
     # rounding (rtol 1e-5), gradients exactly where both solvers pick the same paths
     # (random real costs: no ties).
-    from pyepo.func import jax as pj
-
+    pj = pytest.importorskip("pyepo.func.jax")
     optmodel, layer = _pyepo_shortest_path()
     rng = np.random.default_rng(6)
     pred = jnp.asarray(rng.uniform(0.5, 2.0, (16, 40)), jnp.float32)
@@ -239,9 +238,7 @@ def test_pg_is_pyepos_on_the_shortest_path(variant):
 def test_pg_is_pyepos_on_the_knapsack(variant):
     # The maximising side: PyEPO's knapsack (Gurobi, modelSense maximise) against
     # pl.PerturbedKnapsack on the same weights and capacities.
-    from pyepo.func import jax as pj
-
-    pytest.importorskip("pyepo")
+    pj = pytest.importorskip("pyepo.func.jax")
     grb = pytest.importorskip("pyepo.model.grb")
     rng = np.random.default_rng(7)
     weights = rng.uniform(1.0, 3.0, (2, 10))
