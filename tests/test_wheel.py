@@ -61,12 +61,12 @@ def test_the_wheel_holds_types_configs_urls_and_absolute_links(wheel):
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = archive.read(metadata).decode()
     assert "perturbed_layers/py.typed" in names
-    shipped = {
-        pathlib.PurePosixPath(n).stem
-        for n in names
-        if n.startswith("perturbed_layers/experiments/configs/")
-    }
-    assert shipped == {p.stem for p in (ROOT / "configs").glob("*.yaml")}
+    # The training configs and the comparisons (configs/compare/), by relative path.
+    prefix = "perturbed_layers/experiments/configs/"
+    shipped = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
+    folder = ROOT / "configs"
+    expected = {p.relative_to(folder).as_posix() for p in folder.rglob("*.yaml")}
+    assert shipped == expected and "compare/shortest_path.yaml" in shipped
     urls = dict(
         line.removeprefix("Project-URL: ").split(", ", 1)
         for line in meta.splitlines()
