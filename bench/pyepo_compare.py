@@ -225,6 +225,19 @@ def linear_model(w: np.ndarray, b: np.ndarray) -> eqx.nn.Linear:
     )
 
 
+def ours_layer(m: int) -> pl.Perturbed:
+    """Our perturbed shortest path on PyEPO's grid, M samples of σ = SIGMA normal noise
+    (both benchmarks' layer)."""
+    return pl.Perturbed(
+        pl.solvers.pyepo_shortest_path,
+        objective="min",
+        event_ndim=1,
+        num_samples=m,
+        sigma=SIGMA,
+        noise=pl.Normal(),
+    )
+
+
 def ours_trainer(
     m: int, w: np.ndarray, b: np.ndarray, data, seed: int, steps_per_call: int
 ) -> Trainer:
@@ -233,15 +246,7 @@ def ours_trainer(
     (`training.Trainer`) on PyEPO's batches, `steps_per_call` steps per call."""
     from perturbed_layers.experiments import LOSSES, Batch, PyEPOTask
 
-    layer = pl.Perturbed(
-        pl.solvers.pyepo_shortest_path,
-        objective="min",
-        event_ndim=1,
-        num_samples=m,
-        sigma=SIGMA,
-        noise=pl.Normal(),
-    )
-    task = PyEPOTask(grid=GRID)
+    layer, task = ours_layer(m), PyEPOTask(grid=GRID)
     loss = LOSSES["fenchel_young"](name="fenchel_young").build(layer, task)
     # The true optimal paths, precomputed once (as PyEPO's optDataset does).
     train = Batch(

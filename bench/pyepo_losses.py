@@ -161,15 +161,7 @@ def eager_step(model, opt_state, loss_state, loss, optimizer, batches, step, key
 def ours_loss(name: str, m: int):
     """Our side's training loss: the experiments registry's entry where the CLI has
     one (SPO+, NCE, PFYL), PyEPO's L1 regret through our layer for DBB and I-MLE."""
-    layer = pl.Perturbed(
-        pl.solvers.pyepo_shortest_path,
-        objective="min",
-        event_ndim=1,
-        num_samples=m,
-        sigma=SIGMA,
-        noise=pl.Normal(),
-    )
-    task = PyEPOTask(grid=GRID)
+    layer, task = PC.ours_layer(m), PyEPOTask(grid=GRID)
     if name == "spo":
         return REGISTRY["spo_plus"](name="spo_plus").build(layer, task)
     if name == "dbb":

@@ -156,23 +156,31 @@ class NegativeIdentityOptions(LossOptions):
         return Regret(pl.RegretLoss(pl.NegativeIdentity(layer)))
 
 
-class IMLEOptions(LossOptions):
-    """`loss: {name: imle, lambd: 10, k: 5, tau: 1, s: 10, num_samples: 1}`: the regret
-    through I-MLE (Niepert et al.) with Sum-of-Gamma noise."""
+class _PerturbAndMAPOptions(LossOptions):
+    """The Sum-of-Gamma perturb-and-MAP options shared by I-MLE and AI-MLE."""
 
-    name: Literal["imle"]
-    lambd: PositiveFloat = Field(10.0, description="λ, the step to the target")
     k: PositiveInt = Field(5, description="Sum-of-Gamma k (the structure's size)")
     tau: PositiveFloat = Field(1.0, description="Sum-of-Gamma temperature τ")
     s: PositiveInt = Field(10, description="Sum-of-Gamma terms s")
     num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
     sigma: PositiveFloat = Field(1.0, description="noise scale")
 
+    def noise(self) -> pl.SumOfGamma:
+        return pl.SumOfGamma(self.k, tau=self.tau, s=self.s)
+
+
+class IMLEOptions(_PerturbAndMAPOptions):
+    """`loss: {name: imle, lambd: 10, k: 5, tau: 1, s: 10, num_samples: 1}`: the regret
+    through I-MLE (Niepert et al.) with Sum-of-Gamma noise."""
+
+    name: Literal["imle"]
+    lambd: PositiveFloat = Field(10.0, description="λ, the step to the target")
+
     def build(self, layer: pl.AbstractPerturbed, task: AbstractTask) -> AbstractLoss:
         imle = pl.IMLE(
             layer,
             lambd=self.lambd,
-            noise=pl.SumOfGamma(self.k, tau=self.tau, s=self.s),
+            noise=self.noise(),
             num_samples=self.num_samples,
             sigma=self.sigma,
         )
@@ -199,18 +207,13 @@ class AdaptiveIMLERegret(AbstractMeasuringLoss):
         return self.aimle.update(state, measured)
 
 
-class AdaptiveIMLEOptions(LossOptions):
+class AdaptiveIMLEOptions(_PerturbAndMAPOptions):
     """`loss: {name: aimle, k: 5, tau: 1, s: 10, num_samples: 1, init_beta: 1, step:
     1e-3, target_norm: 1, decay: 0.9, momentum: 0}`: the regret through adaptive I-MLE
     (Minervini et al.) with Sum-of-Gamma noise; its step size adapts during training
     and is saved in checkpoints."""
 
     name: Literal["aimle"]
-    k: PositiveInt = Field(5, description="Sum-of-Gamma k (the structure's size)")
-    tau: PositiveFloat = Field(1.0, description="Sum-of-Gamma temperature τ")
-    s: PositiveInt = Field(10, description="Sum-of-Gamma terms s")
-    num_samples: PositiveInt = Field(1, description="perturb-and-MAP samples")
-    sigma: PositiveFloat = Field(1.0, description="noise scale")
     init_beta: PositiveFloat = Field(1.0, description="β₀, the initial relative step")
     step: PositiveFloat = Field(1e-3, description="the change of β per update")
     target_norm: PositiveFloat = Field(
@@ -225,7 +228,7 @@ class AdaptiveIMLEOptions(LossOptions):
         return AdaptiveIMLERegret(
             pl.AdaptiveIMLE(
                 layer,
-                noise=pl.SumOfGamma(self.k, tau=self.tau, s=self.s),
+                noise=self.noise(),
                 num_samples=self.num_samples,
                 sigma=self.sigma,
                 init_beta=self.init_beta,
